@@ -1,0 +1,367 @@
+"""``Buffer``: the embedded Python API (SPEC 5.1), with analytics-python's method signatures."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from accoil_buffer.config import Config, load_config
+from accoil_buffer.errors import InvalidMessage, StorageError
+from accoil_buffer.messages import Message, normalise
+from accoil_buffer.scheduler import Scheduler
+from accoil_buffer.store import outbox, report, rollup
+from accoil_buffer.store.engine import Database
+from accoil_buffer.store.migrate import ensure_schema
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+T = TypeVar("T")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A message of a batch that was refused, by its position in the batch."""
+
+    index: int
+    error: InvalidMessage
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """The outcome of ``ingest_many``: valid messages are stored even when others are rejected."""
+
+    stored: int
+    duplicates: int
+    filtered: int
+    rejected: tuple[Rejection, ...]
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    folded: int
+    pruned_anonymous_events: int
+    pruned_anonymous_profiles: int
+
+
+class Buffer:
+    """A durable outbox for Segment-style calls, rolled up into Accoil's model.
+
+    ``Buffer("sqlite:///events.db", api_key=...)``; every keyword of ``Config`` may be passed too.
+    With ``start=True`` a background scheduler folds (and delivers) every
+    ``flush_interval_seconds``; ``close()`` runs a last fold either way.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        endpoint: str | None = None,
+        config: Config | None = None,
+        start: bool = True,
+        clock: Clock = utc_now,
+        **settings: Any,
+    ) -> None:
+        explicit = {
+            "database_url": database_url,
+            "api_key": api_key,
+            "endpoint": endpoint,
+            **settings,
+        }
+        explicit = {k: v for k, v in explicit.items() if v is not None}
+        if config is None:
+            config = load_config(overrides=explicit)
+        elif explicit:
+            config = dataclasses.replace(config, **explicit)
+        self.config = config
+        self._clock = clock
+        self._database = Database.open(config)
+        try:
+            ensure_schema(self._database, auto_migrate=config.auto_migrate)
+        except BaseException:
+            self._database.dispose()
+            raise
+        self._fold_settings = rollup.FoldSettings(
+            batch_size=config.fold_batch_size,
+            outbox_retention=timedelta(hours=config.outbox_retention_hours),
+            dedupe_window=timedelta(hours=config.dedupe_window_hours),
+            anonymous_ttl=timedelta(days=config.anonymous_ttl_days),
+        )
+        self._closed = False
+        self._scheduler: Scheduler | None = None
+        if start:
+            self._scheduler = Scheduler(self._scheduled_pass, config.flush_interval_seconds)
+            self._scheduler.start()
+
+    # --- Segment's calls -------------------------------------------------------------------
+
+    def identify(
+        self,
+        user_id: str | None = None,
+        traits: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        anonymous_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        *,
+        connection: Connection | None = None,
+    ) -> str:
+        return self._call(
+            "identify",
+            connection,
+            userId=user_id,
+            traits=traits,
+            context=context,
+            timestamp=timestamp,
+            anonymousId=anonymous_id,
+            integrations=integrations,
+            messageId=message_id,
+        )
+
+    def group(
+        self,
+        user_id: str | None = None,
+        group_id: str | None = None,
+        traits: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        anonymous_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        *,
+        connection: Connection | None = None,
+    ) -> str:
+        return self._call(
+            "group",
+            connection,
+            userId=user_id,
+            groupId=group_id,
+            traits=traits,
+            context=context,
+            timestamp=timestamp,
+            anonymousId=anonymous_id,
+            integrations=integrations,
+            messageId=message_id,
+        )
+
+    def track(
+        self,
+        user_id: str | None = None,
+        event: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        anonymous_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        *,
+        connection: Connection | None = None,
+    ) -> str:
+        return self._call(
+            "track",
+            connection,
+            userId=user_id,
+            event=event,
+            properties=properties,
+            context=context,
+            timestamp=timestamp,
+            anonymousId=anonymous_id,
+            integrations=integrations,
+            messageId=message_id,
+        )
+
+    def page(
+        self,
+        user_id: str | None = None,
+        category: str | None = None,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        anonymous_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        *,
+        connection: Connection | None = None,
+    ) -> str:
+        return self._call(
+            "page",
+            connection,
+            userId=user_id,
+            category=category,
+            name=name,
+            properties=properties,
+            context=context,
+            timestamp=timestamp,
+            anonymousId=anonymous_id,
+            integrations=integrations,
+            messageId=message_id,
+        )
+
+    def screen(
+        self,
+        user_id: str | None = None,
+        category: str | None = None,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        anonymous_id: str | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        *,
+        connection: Connection | None = None,
+    ) -> str:
+        return self._call(
+            "screen",
+            connection,
+            userId=user_id,
+            category=category,
+            name=name,
+            properties=properties,
+            context=context,
+            timestamp=timestamp,
+            anonymousId=anonymous_id,
+            integrations=integrations,
+            messageId=message_id,
+        )
+
+    def alias(
+        self,
+        previous_id: str | None = None,
+        user_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: datetime | None = None,
+        integrations: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        *,
+        connection: Connection | None = None,
+    ) -> str:
+        return self._call(
+            "alias",
+            connection,
+            previousId=previous_id,
+            userId=user_id,
+            context=context,
+            timestamp=timestamp,
+            integrations=integrations,
+            messageId=message_id,
+        )
+
+    # --- Segment-format messages -----------------------------------------------------------
+
+    def ingest(self, message: Mapping[str, Any], *, connection: Connection | None = None) -> str:
+        """Store one Segment-format message; returns its messageId. Raises ``InvalidMessage``."""
+        normalised = normalise(message, received_at=self._clock(), future_margin=self._margin)
+        self._append([normalised], connection)
+        return normalised.message_id
+
+    def ingest_many(
+        self, messages: Iterable[Mapping[str, Any]], *, connection: Connection | None = None
+    ) -> IngestReport:
+        """Store every valid message in one transaction; report the invalid ones, by index."""
+        received_at = self._clock()
+        valid: list[Message] = []
+        rejected: list[Rejection] = []
+        for index, message in enumerate(messages):
+            try:
+                valid.append(
+                    normalise(message, received_at=received_at, future_margin=self._margin)
+                )
+            except InvalidMessage as exc:
+                rejected.append(Rejection(index, exc))
+        result = self._append(valid, connection)
+        return IngestReport(result.stored, result.duplicates, result.filtered, tuple(rejected))
+
+    # --- Work and state --------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> FlushReport:
+        """Fold the outbox now (delivery joins in a later version). ``timeout`` is reserved for
+        delivery; folding is bounded by the outbox size."""
+        del timeout
+        result = self._guard(
+            lambda: rollup.fold(self._database, self._fold_settings, self._clock())
+        )
+        return FlushReport(
+            result.folded, result.pruned_anonymous_events, result.pruned_anonymous_profiles
+        )
+
+    def status(self) -> dict[str, Any]:
+        """Pending work, anonymous data and drops, as ``accoil-buffer status --json`` prints."""
+
+        def read() -> dict[str, Any]:
+            with self._database.engine.connect() as conn:
+                return report.status(conn, self._clock())
+
+        return self._guard(read)
+
+    def close(self) -> None:
+        """Stop the scheduler, fold what is pending and release the database. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._scheduler is not None:
+            self._scheduler.shutdown()
+        try:
+            self.flush()
+        except StorageError:
+            log.exception("could not fold the outbox at close; the messages stay in the outbox")
+        finally:
+            self._database.dispose()
+
+    def __enter__(self) -> Buffer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- Internals -------------------------------------------------------------------------
+
+    @property
+    def _margin(self) -> timedelta:
+        return timedelta(seconds=self.config.future_timestamp_margin_seconds)
+
+    def _call(self, kind: str, connection: Connection | None, **fields: Any) -> str:
+        message = {"type": kind, **{k: v for k, v in fields.items() if v is not None}}
+        return self.ingest(message, connection=connection)
+
+    def _append(
+        self, messages: list[Message], connection: Connection | None
+    ) -> outbox.AppendResult:
+        if self._closed:
+            raise StorageError("this Buffer is closed")
+
+        def write() -> outbox.AppendResult:
+            with self._database.write(connection) as conn:
+                return outbox.append(self._database, conn, messages)
+
+        return self._guard(write)
+
+    def _scheduled_pass(self) -> None:
+        self.flush()
+
+    def _guard(self, work: Callable[[], T]) -> T:
+        try:
+            return work()
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                f"the database failed: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+            ) from exc

@@ -1,0 +1,339 @@
+"""Validation and normalisation of Segment-format messages (SPEC 3). Pure functions: no I/O.
+
+``normalise()`` turns whatever an app or a Segment library sent into a ``Message`` whose ids
+are strings, whose timestamp is UTC and corrected for clock skew, and whose traits are merged-
+ready, or raises ``InvalidMessage`` naming the field. It never stores anything itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from accoil_buffer.errors import InvalidMessage
+
+DESTINATION_NAME = "Accoil Analytics"
+TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
+EVENT_KINDS = ("track", "page", "screen")
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_ID_LENGTH = 255
+MAX_DEPTH = 32
+# A Unix time above this is taken as milliseconds: 1e11 seconds is the year 5138.
+_MILLISECONDS_THRESHOLD = 1e11
+_NUMERIC = re.compile(r"[+-]?\d+(\.\d+)?")
+# Keys a client may send that must never be stored (write keys are credentials).
+_NEVER_STORED = frozenset({"writeKey"})
+
+# Counter reasons for corrections made to an accepted message (see store.record_counts).
+FUTURE_TIMESTAMP_CLAMPED = "future_timestamp_clamped"
+TRAIT_NOT_NORMALISED = "trait_not_normalised"
+
+JSON = Any
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One accepted message, normalised. ``name`` is the event name (track) or page/screen name
+    ('' when a page or screen has none); ``notes`` lists the corrections made to it."""
+
+    type: str
+    message_id: str
+    user_id: str | None
+    anonymous_id: str | None
+    group_id: str | None
+    previous_id: str | None
+    name: str
+    timestamp: datetime
+    received_at: datetime
+    traits: dict[str, JSON] | None
+    payload: dict[str, JSON]
+    deliverable: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def day(self) -> date:
+        return self.timestamp.date()
+
+
+def normalise(
+    raw: object,
+    *,
+    received_at: datetime,
+    future_margin: timedelta = timedelta(minutes=5),
+) -> Message:
+    """Validate ``raw`` (a Segment message as a dict) and return it normalised.
+
+    ``received_at`` is the buffer's clock; it anchors clock-skew correction and the future clamp.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidMessage("message", f"must be a JSON object, got {_json_type(raw)}")
+    cleaned = _clean(raw, "message", 0)
+    for key in _NEVER_STORED:
+        cleaned.pop(key, None)
+    size = len(json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(
+            "message", f"is {size} bytes; the limit is {MAX_MESSAGE_BYTES} (32 KB)"
+        )
+
+    kind = cleaned.get("type")
+    if not isinstance(kind, str) or kind.lower() not in TYPES:
+        raise InvalidMessage("type", f"must be one of {', '.join(sorted(TYPES))}, got {kind!r}")
+    kind = kind.lower()
+
+    user_id = _optional_id(cleaned, "userId")
+    anonymous_id = _optional_id(cleaned, "anonymousId")
+    group_id = _optional_id(cleaned, "groupId")
+    previous_id = _optional_id(cleaned, "previousId")
+    if kind == "alias":
+        if user_id is None:
+            raise InvalidMessage("userId", "is required for alias")
+        if previous_id is None:
+            raise InvalidMessage("previousId", "is required for alias")
+    elif user_id is None and anonymous_id is None:
+        raise InvalidMessage("userId", "userId or anonymousId is required")
+    if kind == "group" and group_id is None:
+        raise InvalidMessage("groupId", "is required for group")
+
+    name = _name(cleaned, kind)
+    for obj in ("traits", "properties", "context", "integrations"):
+        if cleaned.get(obj) is not None and not isinstance(cleaned[obj], dict):
+            raise InvalidMessage(obj, f"must be an object, got {_json_type(cleaned[obj])}")
+
+    notes: list[str] = []
+    timestamp = _event_time(cleaned, received_at)
+    if timestamp > received_at + future_margin:
+        timestamp = received_at
+        notes.append(FUTURE_TIMESTAMP_CLAMPED)
+
+    traits: dict[str, JSON] | None = None
+    if kind in {"identify", "group"}:
+        traits, unnormalised = normalise_traits(cleaned.get("traits") or {}, group=kind == "group")
+        notes.extend(TRAIT_NOT_NORMALISED for _ in unnormalised)
+
+    message_id = _optional_id(cleaned, "messageId") or str(uuid.uuid4())
+    cleaned.update(
+        type=kind,
+        messageId=message_id,
+        timestamp=format_timestamp(timestamp),
+        receivedAt=format_timestamp(received_at),
+    )
+    for key, value in (
+        ("userId", user_id),
+        ("anonymousId", anonymous_id),
+        ("groupId", group_id),
+        ("previousId", previous_id),
+    ):
+        if value is not None:
+            cleaned[key] = value
+    if traits is not None:
+        cleaned["traits"] = traits
+    return Message(
+        type=kind,
+        message_id=message_id,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        group_id=group_id,
+        previous_id=previous_id,
+        name=name,
+        timestamp=timestamp,
+        received_at=received_at,
+        traits=traits,
+        payload=cleaned,
+        deliverable=is_deliverable(cleaned.get("integrations")),
+        notes=tuple(notes),
+    )
+
+
+def is_deliverable(integrations: object) -> bool:
+    """Apply Segment's Integrations object to our destination, with JavaScript truthiness."""
+    if not isinstance(integrations, Mapping):
+        return True
+    ours = integrations.get(DESTINATION_NAME)
+    if ours is False:
+        return False
+    return integrations.get("All") is not False or _js_truthy(ours)
+
+
+def normalise_traits(
+    traits: Mapping[str, JSON], *, group: bool
+) -> tuple[dict[str, JSON], list[str]]:
+    """Return traits with ``createdAt``/``created_at`` as ISO 8601 UTC and, for groups, a numeric
+    ``mrr`` as a number; plus the names of traits that could not be normalised (kept as given)."""
+    result = dict(traits)
+    unnormalised: list[str] = []
+    for key in ("createdAt", "created_at"):
+        value = result.get(key)
+        if value is None:
+            continue
+        try:
+            result[key] = format_timestamp(parse_timestamp(value, f"traits.{key}"))
+        except InvalidMessage:
+            unnormalised.append(key)
+    mrr = result.get("mrr")
+    if group and mrr is not None and not _is_number(mrr):
+        if isinstance(mrr, str) and _NUMERIC.fullmatch(mrr.strip()):
+            number = float(mrr)
+            result["mrr"] = int(number) if number.is_integer() else number
+        else:
+            unnormalised.append("mrr")
+    return result, unnormalised
+
+
+def parse_timestamp(value: object, field: str) -> datetime:
+    """Parse an ISO 8601 string (any offset; none means UTC) or Unix seconds/milliseconds."""
+    if isinstance(value, datetime):
+        return _as_utc(value)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str) and _NUMERIC.fullmatch(value.strip()):
+        value = float(value)
+    if _is_number(value):
+        seconds = float(value)  # type: ignore[arg-type]
+        if abs(seconds) >= _MILLISECONDS_THRESHOLD:
+            seconds /= 1000
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise InvalidMessage(field, f"Unix time {value!r} is out of range") from exc
+    if isinstance(value, str):
+        try:
+            return _as_utc(datetime.fromisoformat(value.strip()))
+        except ValueError as exc:
+            raise InvalidMessage(field, f"{value!r} is not an ISO 8601 timestamp") from exc
+    raise InvalidMessage(
+        field, f"must be an ISO 8601 string or a Unix time, got {_json_type(value)}"
+    )
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``, as Segment's libraries write it."""
+    return _as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event_time(message: Mapping[str, JSON], received_at: datetime) -> datetime:
+    field = "originalTimestamp" if message.get("originalTimestamp") is not None else "timestamp"
+    if message.get(field) is None:
+        return received_at
+    timestamp = parse_timestamp(message[field], field)
+    if message.get("sentAt") is None:
+        return timestamp
+    sent_at = parse_timestamp(message["sentAt"], "sentAt")
+    try:
+        return received_at - (sent_at - timestamp)
+    except OverflowError as exc:
+        raise InvalidMessage("sentAt", "is too far from timestamp to correct clock skew") from exc
+
+
+def _name(message: Mapping[str, JSON], kind: str) -> str:
+    field = "event" if kind == "track" else "name"
+    value = message.get(field)
+    if kind not in EVENT_KINDS:
+        return ""
+    if value is None or value == "":
+        if kind == "track":
+            raise InvalidMessage("event", "is required for track")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidMessage(field, f"must be a string, got {_json_type(value)}")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidMessage(field, f"is {len(value)} characters; the limit is {MAX_ID_LENGTH}")
+    return value
+
+
+def _optional_id(message: Mapping[str, JSON], field: str) -> str | None:
+    value = message.get(field)
+    if value is None or value == "":
+        return None
+    if _is_number(value):
+        number = float(value)
+        text = str(int(number)) if number.is_integer() else repr(number)
+    elif isinstance(value, str):
+        text = value
+    else:
+        raise InvalidMessage(field, f"must be a string or a number, got {_json_type(value)}")
+    if len(text) > MAX_ID_LENGTH:
+        raise InvalidMessage(field, f"is {len(text)} characters; the limit is {MAX_ID_LENGTH}")
+    return text
+
+
+def _clean(value: object, path: str, depth: int) -> Any:
+    """Return a JSON-ready copy of ``value`` (datetimes, Decimals, UUIDs converted, as Segment's
+    libraries do), rejecting what no database can store: NUL characters, lone surrogates,
+    NaN/Infinity, unknown types and absurd nesting."""
+    if depth > MAX_DEPTH:
+        raise InvalidMessage(path, f"is nested more than {MAX_DEPTH} levels deep")
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        _check_text(value, path)
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidMessage(path, f"{value!r} is not a JSON number")
+        return value
+    if isinstance(value, Decimal):
+        return _clean(float(value), path, depth)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Mapping):
+        result = {}
+        for key, item in value.items():
+            if not isinstance(key, str | int | float) or isinstance(key, bool):
+                raise InvalidMessage(path, f"has a key of type {type(key).__name__}")
+            key_text = str(key)
+            _check_text(key_text, f"{path} key")
+            result[key_text] = _clean(item, f"{path}.{key_text}", depth + 1)
+        return result
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    raise InvalidMessage(path, f"has a value of type {type(value).__name__} that is not JSON")
+
+
+def _check_text(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise InvalidMessage(path, "contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage(path, "contains invalid Unicode (a lone surrogate)") from exc
+
+
+def _as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
+
+
+def _js_truthy(value: object) -> bool:
+    if isinstance(value, Mapping | list):
+        return True  # an empty object is truthy in JavaScript, unlike Python
+    return bool(value)
+
+
+def _json_type(value: object) -> str:
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,163 @@
+"""Opening a database, and every difference between SQLite and PostgreSQL, decided once here.
+
+SQLite: WAL, ``BEGIN IMMEDIATE`` for every transaction (so writers queue on the busy timeout
+instead of failing with "database is locked" mid-transaction), the file created 0600.
+PostgreSQL (psycopg 3): folds run in REPEATABLE READ under a session advisory lock, so a fold
+sees one snapshot of the outbox and deletes exactly the rows it counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.pool import StaticPool
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from accoil_buffer.config import Config
+from accoil_buffer.errors import ConfigError
+
+T = TypeVar("T")
+Insert = sqlite.Insert | postgresql.Insert
+# Keys of PostgreSQL advisory locks taken by accoil-buffer ("accoil" in ASCII, then a role).
+FOLD_LOCK = 0x6163636F696C_01
+MIGRATE_LOCK = 0x6163636F696C_02
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def _json_dumps(value: Any) -> str:
+    # Readable Unicode in the tables people inspect with sqlite3/psql.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Database:
+    """An engine and its dialect's capabilities."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_postgresql = engine.dialect.name == "postgresql"
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def open(cls, config: Config) -> Database:
+        return cls(create_database_engine(config))
+
+    def insert(self, table: Table) -> Insert:
+        """An INSERT with ``on_conflict_do_update``/``do_nothing`` for this dialect."""
+        return (postgresql.insert if self.is_postgresql else sqlite.insert)(table)
+
+    @contextmanager
+    def write(self, connection: Connection | None = None) -> Iterator[Connection]:
+        """A write transaction, or the caller's own connection and transaction when given."""
+        if connection is not None:
+            yield connection
+            return
+        with self.engine.begin() as conn:
+            yield conn
+
+    def run_fold(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a transaction that no other fold overlaps and that sees one snapshot.
+
+        Retried on PostgreSQL serialization failures (a delivery updated the same row).
+        """
+        retrying = Retrying(
+            retry=retry_if_exception(_is_retryable),
+            stop=stop_after_attempt(8),
+            wait=wait_random_exponential(multiplier=0.05, max=2),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                return self._fold_once(work)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _fold_once(self, work: Callable[[Connection], T]) -> T:
+        if not self.is_postgresql:
+            with self.engine.begin() as conn:  # BEGIN IMMEDIATE serialises writers
+                return work(conn)
+        with self.engine.connect() as conn:
+            conn.execute(select(func.pg_advisory_lock(FOLD_LOCK)))
+            conn.commit()
+            try:
+                conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    return work(conn)
+            finally:
+                conn.execution_options(isolation_level="READ COMMITTED")
+                conn.execute(select(func.pg_advisory_unlock(FOLD_LOCK)))
+                conn.commit()
+
+    def lock_for_migration(self, conn: Connection) -> None:
+        """Serialise concurrent migrations (several daemons starting at once)."""
+        if self.is_postgresql:
+            conn.execute(select(func.pg_advisory_xact_lock(MIGRATE_LOCK)))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def create_database_engine(config: Config) -> Engine:
+    """Create the engine for ``config.database_url``; ``postgresql://`` means psycopg 3."""
+    try:
+        url = make_url(config.database_url)
+    except ArgumentError as exc:
+        raise ConfigError(f"database_url is not a database URL: {exc}") from exc
+    backend = url.get_backend_name()
+    if backend in {"postgresql", "postgres"}:
+        if url.drivername in {"postgresql", "postgres"}:
+            url = url.set(drivername="postgresql+psycopg")
+        return create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+    if backend != "sqlite":
+        raise ConfigError(
+            f"database_url must be sqlite:/// or postgresql://, got a {backend!r} URL"
+        )
+    in_memory = url.database in (None, "", ":memory:")
+    if not in_memory:
+        _create_private_file(Path(str(url.database)))
+    engine = create_engine(
+        url,
+        json_serializer=_json_dumps,
+        connect_args={"timeout": config.sqlite_busy_timeout_seconds, "check_same_thread": False},
+        **({"poolclass": StaticPool} if in_memory else {}),
+    )
+    busy_ms = int(config.sqlite_busy_timeout_seconds * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that "begin" below is what runs.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={config.sqlite_synchronous}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (it holds user data)."""
+    if path.exists():
+        return
+    if not path.parent.exists():
+        raise ConfigError(f"database_url points into {path.parent}, which does not exist")
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))

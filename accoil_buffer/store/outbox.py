@@ -1,0 +1,108 @@
+"""Appending accepted messages to the outbox, idempotently by messageId, and the drop counters."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import Connection
+
+from accoil_buffer.messages import Message
+from accoil_buffer.store import schema
+from accoil_buffer.store.engine import Database
+
+DUPLICATE_MESSAGE_ID = "duplicate_message_id"
+FILTERED_INTEGRATIONS = "filtered_integrations"
+# Rows per multi-VALUES statement: well under SQLite's 32,766 bound parameters.
+_LEDGER_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What happened to a batch: stored in the outbox, already seen, or filtered out."""
+
+    stored: int
+    duplicates: int
+    filtered: int
+
+
+def append(database: Database, conn: Connection, messages: Sequence[Message]) -> AppendResult:
+    """Store ``messages`` in the outbox once each; runs inside the caller's transaction.
+
+    A messageId is claimed in the ledger first (INSERT … ON CONFLICT DO NOTHING RETURNING), so two
+    processes that receive the same message at once still store it once.
+    """
+    if not messages:
+        return AppendResult(0, 0, 0)
+    first_by_id: dict[str, Message] = {}
+    for message in messages:
+        first_by_id.setdefault(message.message_id, message)
+    unique = list(first_by_id.values())
+    claimed = _claim_message_ids(database, conn, unique)
+    fresh = [m for m in unique if m.message_id in claimed]
+    deliverable = [m for m in fresh if m.deliverable]
+    if deliverable:
+        conn.execute(schema.outbox.insert(), [_outbox_row(m) for m in deliverable])
+    counts: Counter[tuple[date, str]] = Counter()
+    today = messages[0].received_at.date()
+    duplicates = len(messages) - len(fresh)
+    filtered = len(fresh) - len(deliverable)
+    counts[today, DUPLICATE_MESSAGE_ID] += duplicates
+    counts[today, FILTERED_INTEGRATIONS] += filtered
+    for message in deliverable:
+        for note in message.notes:
+            counts[today, note] += 1
+    record_drops(database, conn, counts)
+    return AppendResult(stored=len(deliverable), duplicates=duplicates, filtered=filtered)
+
+
+def record_drops(database: Database, conn: Connection, counts: Counter[tuple[date, str]]) -> None:
+    """Add to the per-day, per-reason counters in ``accoil_drops``."""
+    rows = [{"day": day, "reason": reason, "count": n} for (day, reason), n in counts.items() if n]
+    if not rows:
+        return
+    table = schema.drops
+    stmt = database.insert(table)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[table.c.day, table.c.reason],
+            set_={"count": table.c.count + stmt.excluded["count"]},
+        ),
+        sorted(rows, key=lambda r: (r["day"], r["reason"])),  # a fixed lock order
+    )
+
+
+def _claim_message_ids(
+    database: Database, conn: Connection, messages: Iterable[Message]
+) -> set[str]:
+    table = schema.message_ids
+    rows = [{"message_id": m.message_id, "received_at": m.received_at} for m in messages]
+    claimed: set[str] = set()
+    for start in range(0, len(rows), _LEDGER_CHUNK):
+        stmt = (
+            database.insert(table)
+            .values(rows[start : start + _LEDGER_CHUNK])
+            .on_conflict_do_nothing(index_elements=[table.c.message_id])
+            .returning(table.c.message_id)
+        )
+        claimed.update(conn.execute(stmt).scalars())
+    return claimed
+
+
+def _outbox_row(message: Message) -> dict[str, object]:
+    return {
+        "message_id": message.message_id,
+        "type": message.type,
+        "user_id": message.user_id,
+        "anonymous_id": message.anonymous_id,
+        "group_id": message.group_id,
+        "previous_id": message.previous_id,
+        "name": message.name,
+        "day": message.day,
+        "timestamp": message.timestamp,
+        "received_at": message.received_at,
+        "traits": message.traits,
+        "payload": message.payload,
+    }

@@ -1,0 +1,79 @@
+"""Reading what is pending, for ``accoil-buffer status`` and ``Buffer.status()``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from accoil_buffer.messages import format_timestamp
+from accoil_buffer.store import schema
+
+
+def status(conn: Connection, now: datetime) -> dict[str, Any]:
+    """A JSON-ready summary of pending work, anonymous data and drops."""
+    o, dc, ac = schema.outbox, schema.daily_counts, schema.anonymous_counts
+    u, a, m = schema.users, schema.accounts, schema.memberships
+    outbox_rows, oldest_received = conn.execute(
+        select(func.count(), func.min(o.c.received_at)).where(o.c.folded_at.is_(None))
+    ).one()
+    count_rows, occurrences, oldest_count = conn.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(dc.c.count - dc.c.delivered_count), 0),
+            func.min(dc.c.pending_since),
+        ).where(dc.c.count > dc.c.delivered_count)
+    ).one()
+    pending_users, oldest_user = conn.execute(
+        select(func.count(), func.min(u.c.pending_since)).where(
+            u.c.traits_version > u.c.delivered_version
+        )
+    ).one()
+    pending_accounts, oldest_account = conn.execute(
+        select(func.count(), func.min(a.c.pending_since)).where(
+            a.c.traits_version > a.c.delivered_version
+        )
+    ).one()
+    pending_memberships, oldest_membership = conn.execute(
+        select(func.count(), func.min(m.c.created_at)).where(m.c.delivered_at.is_(None))
+    ).one()
+    anonymous_ids, anonymous_occurrences = conn.execute(
+        select(func.count(func.distinct(ac.c.anonymous_id)), func.coalesce(func.sum(ac.c.count), 0))
+    ).one()
+    drops = dict(
+        conn.execute(
+            select(schema.drops.c.reason, func.sum(schema.drops.c.count))
+            .group_by(schema.drops.c.reason)
+            .order_by(schema.drops.c.reason)
+        )
+        .tuples()
+        .all()
+    )
+
+    waiting = [
+        t
+        for t in (oldest_received, oldest_count, oldest_user, oldest_account, oldest_membership)
+        if t is not None
+    ]
+    oldest = min(waiting, default=None)
+    return {
+        "outbox": {"unfolded_messages": outbox_rows, "oldest_received_at": _iso(oldest_received)},
+        "pending": {
+            "users": pending_users,
+            "accounts": pending_accounts,
+            "memberships": pending_memberships,
+            "count_rows": count_rows,
+            "occurrences": int(occurrences),
+        },
+        "anonymous": {"ids": anonymous_ids, "occurrences": int(anonymous_occurrences)},
+        "oldest_undelivered_at": _iso(oldest),
+        "oldest_undelivered_age_seconds": None
+        if oldest is None
+        else round((now - oldest).total_seconds(), 3),
+        "drops": {reason: int(n) for reason, n in drops.items()},
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else format_timestamp(moment)

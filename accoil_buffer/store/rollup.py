@@ -1,0 +1,460 @@
+"""Folding the outbox into Accoil's model (SPEC 4.1, 4.2).
+
+Each chunk of outbox rows is folded in one transaction together with the deletion of those rows,
+so a crash mid-fold neither loses nor double-counts. Counts, memberships and identity links are
+set-based (``INSERT … SELECT … GROUP BY … ON CONFLICT``). Trait merges read the chunk's
+identify/group rows once and write each changed user or account once: Segment's shallow merge
+(a key sent as null stays, as null) has no common SQL spelling on SQLite and PostgreSQL
+(SQLite's ``json_patch`` deletes null keys), and identify/group are a small share of traffic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+    union,
+    update,
+)
+
+from accoil_buffer.messages import EVENT_KINDS
+from accoil_buffer.store import schema
+from accoil_buffer.store.engine import Database
+from accoil_buffer.store.outbox import record_drops
+
+ANONYMOUS_TTL_EVENTS = "anonymous_ttl_events"
+ANONYMOUS_TTL_PROFILES = "anonymous_ttl_profiles"
+_KEYS_PER_QUERY = 5000
+
+o = schema.outbox
+links = schema.identity_links
+# Outbox rows joined to the link of their anonymousId, if any: the identity of an event.
+_linked_outbox = o.outerjoin(links, links.c.anonymous_id == o.c.anonymous_id)
+_subject = func.coalesce(o.c.user_id, links.c.user_id)
+_unlinked = and_(o.c.user_id.is_(None), links.c.user_id.is_(None))
+
+
+@dataclass(frozen=True)
+class FoldSettings:
+    batch_size: int
+    outbox_retention: timedelta
+    dedupe_window: timedelta
+    anonymous_ttl: timedelta
+
+
+@dataclass(frozen=True)
+class FoldReport:
+    folded: int
+    pruned_anonymous_events: int = 0
+    pruned_anonymous_profiles: int = 0
+
+
+def fold(database: Database, settings: FoldSettings, now: datetime) -> FoldReport:
+    """Fold every outbox row present when the call starts, then prune what has expired."""
+    with database.engine.connect() as conn:
+        ceiling = conn.scalar(select(func.max(o.c.id)).where(o.c.folded_at.is_(None)))
+    folded = 0
+    while ceiling is not None:
+        n = database.run_fold(lambda conn: _fold_chunk(database, conn, settings, now, ceiling))
+        folded += n
+        if n < settings.batch_size:
+            break
+    events, profiles = database.run_fold(lambda conn: _prune(database, conn, settings, now))
+    return FoldReport(folded, events, profiles)
+
+
+def _fold_chunk(
+    database: Database, conn: Connection, settings: FoldSettings, now: datetime, ceiling: int
+) -> int:
+    chunk_ids = (
+        select(o.c.id)
+        .where(o.c.folded_at.is_(None), o.c.id <= ceiling)
+        .order_by(o.c.id)
+        .limit(settings.batch_size)
+        .subquery()
+    )
+    hi = conn.scalar(select(func.max(chunk_ids.c.id)))
+    if hi is None:
+        return 0
+    chunk = and_(o.c.folded_at.is_(None), o.c.id <= hi)
+    _link_identities(database, conn, chunk, now)
+    _move_linked_anonymous_data(database, conn, now)
+    _fold_traits(database, conn, chunk, now)
+    _fold_memberships(database, conn, chunk, now)
+    _fold_counts(database, conn, chunk, now)
+    if settings.outbox_retention > timedelta(0):
+        return conn.execute(update(o).where(chunk).values(folded_at=now)).rowcount
+    return conn.execute(delete(o).where(chunk)).rowcount
+
+
+def _now(now: datetime) -> ColumnElement[datetime]:
+    return literal(now, schema.UTCDateTime())
+
+
+def _link_identities(
+    database: Database, conn: Connection, chunk: ColumnElement[bool], now: datetime
+) -> None:
+    """identify (userId + anonymousId) and alias (previousId → userId) link ids; first link wins."""
+    candidates = union(
+        select(o.c.anonymous_id.label("anonymous_id"), o.c.user_id, o.c.id).where(
+            chunk, o.c.type == "identify", o.c.user_id.is_not(None), o.c.anonymous_id.is_not(None)
+        ),
+        select(o.c.previous_id.label("anonymous_id"), o.c.user_id, o.c.id).where(
+            chunk, o.c.type == "alias"
+        ),
+    ).subquery()
+    ranked = select(
+        candidates.c.anonymous_id,
+        candidates.c.user_id,
+        func.row_number()
+        .over(partition_by=candidates.c.anonymous_id, order_by=candidates.c.id)
+        .label("rank"),
+    ).subquery()
+    stmt = database.insert(links).from_select(
+        ["anonymous_id", "user_id", "linked_at"],
+        select(ranked.c.anonymous_id, ranked.c.user_id, _now(now)).where(ranked.c.rank == 1),
+    )
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=[links.c.anonymous_id]))
+
+
+def _move_linked_anonymous_data(database: Database, conn: Connection, now: datetime) -> None:
+    """Move what anonymous ids that now have a link hold to their user (SPEC 4.1)."""
+    ac = schema.anonymous_counts
+    _add_counts(
+        database,
+        conn,
+        select(
+            ac.c.day,
+            links.c.user_id,
+            ac.c.kind,
+            ac.c.name,
+            func.sum(ac.c.count),
+            _now(now),
+            _now(now),
+        )
+        .select_from(ac.join(links, links.c.anonymous_id == ac.c.anonymous_id))
+        .where(true())
+        .group_by(ac.c.day, links.c.user_id, ac.c.kind, ac.c.name),
+    )
+
+    am = schema.anonymous_memberships
+    _add_memberships(
+        database,
+        conn,
+        select(
+            am.c.group_id,
+            links.c.user_id,
+            func.max(am.c.last_timestamp),
+            _now(now),
+        )
+        .select_from(am.join(links, links.c.anonymous_id == am.c.anonymous_id))
+        .where(true())
+        .group_by(am.c.group_id, links.c.user_id),
+    )
+
+    at = schema.anonymous_traits
+    moved = conn.execute(
+        select(links.c.user_id, at.c.traits, at.c.last_timestamp)
+        .select_from(at.join(links, links.c.anonymous_id == at.c.anonymous_id))
+        .order_by(at.c.last_timestamp)
+    )
+    patches: dict[str, _Patch] = {}
+    for user_id, traits, timestamp in moved:
+        patches.setdefault(user_id, _Patch()).add(traits, timestamp)
+    # The user's own traits win over what the anonymous visitor had.
+    _merge_versioned(database, conn, schema.users, patches, now, under_existing=True)
+
+    for table in (ac, am, at):
+        conn.execute(
+            delete(table).where(exists().where(links.c.anonymous_id == table.c.anonymous_id))
+        )
+
+
+def _fold_traits(
+    database: Database, conn: Connection, chunk: ColumnElement[bool], now: datetime
+) -> None:
+    rows = conn.execute(
+        select(
+            o.c.type,
+            _subject.label("subject"),
+            o.c.anonymous_id,
+            o.c.group_id,
+            o.c.traits,
+            o.c.timestamp,
+        )
+        .select_from(_linked_outbox)
+        .where(chunk, o.c.type.in_(("identify", "group")))
+        .order_by(o.c.id)
+    )
+    users: dict[str, _Patch] = {}
+    anonymous: dict[str, _Patch] = {}
+    accounts: dict[str, _Patch] = {}
+    for kind, subject, anonymous_id, group_id, traits, timestamp in rows:
+        if kind == "group":
+            accounts.setdefault(group_id, _Patch()).add(traits, timestamp)
+        elif subject is not None:
+            users.setdefault(subject, _Patch()).add(traits, timestamp)
+        else:
+            anonymous.setdefault(anonymous_id, _Patch()).add(traits, timestamp)
+    _merge_versioned(database, conn, schema.users, users, now)
+    _merge_versioned(database, conn, schema.accounts, accounts, now)
+    _merge_anonymous(database, conn, anonymous, now)
+
+
+def _fold_memberships(
+    database: Database, conn: Connection, chunk: ColumnElement[bool], now: datetime
+) -> None:
+    _add_memberships(
+        database,
+        conn,
+        select(
+            o.c.group_id,
+            _subject,
+            func.max(o.c.timestamp),
+            _now(now),
+        )
+        .select_from(_linked_outbox)
+        .where(chunk, o.c.type == "group", _subject.is_not(None))
+        .group_by(o.c.group_id, _subject),
+    )
+
+    am = schema.anonymous_memberships
+    stmt = database.insert(am).from_select(
+        ["anonymous_id", "group_id", "last_timestamp", "last_seen_at"],
+        select(o.c.anonymous_id, o.c.group_id, func.max(o.c.timestamp), func.max(o.c.received_at))
+        .select_from(_linked_outbox)
+        .where(chunk, o.c.type == "group", _unlinked)
+        .group_by(o.c.anonymous_id, o.c.group_id),
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[am.c.anonymous_id, am.c.group_id],
+            set_={
+                "last_timestamp": stmt.excluded.last_timestamp,
+                "last_seen_at": stmt.excluded.last_seen_at,
+            },
+        )
+    )
+
+
+def _fold_counts(
+    database: Database, conn: Connection, chunk: ColumnElement[bool], now: datetime
+) -> None:
+    is_event = o.c.type.in_(EVENT_KINDS)
+    _add_counts(
+        database,
+        conn,
+        select(
+            o.c.day,
+            _subject,
+            o.c.type,
+            o.c.name,
+            func.count(),
+            _now(now),
+            _now(now),
+        )
+        .select_from(_linked_outbox)
+        .where(chunk, is_event, _subject.is_not(None))
+        .group_by(o.c.day, _subject, o.c.type, o.c.name),
+    )
+
+    ac = schema.anonymous_counts
+    stmt = database.insert(ac).from_select(
+        ["day", "anonymous_id", "kind", "name", "count", "last_seen_at"],
+        select(
+            o.c.day, o.c.anonymous_id, o.c.type, o.c.name, func.count(), func.max(o.c.received_at)
+        )
+        .select_from(_linked_outbox)
+        .where(chunk, is_event, _unlinked)
+        .group_by(o.c.day, o.c.anonymous_id, o.c.type, o.c.name),
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[ac.c.day, ac.c.anonymous_id, ac.c.kind, ac.c.name],
+            set_={
+                "count": ac.c.count + stmt.excluded["count"],
+                "last_seen_at": stmt.excluded.last_seen_at,
+            },
+        )
+    )
+
+
+def _add_counts(database: Database, conn: Connection, source: Select[Any]) -> None:
+    """Add (day, user_id, kind, name, count, updated_at, pending_since) rows to the daily counts."""
+    dc = schema.daily_counts
+    stmt = database.insert(dc).from_select(
+        ["day", "user_id", "kind", "name", "count", "updated_at", "pending_since"], source
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[dc.c.day, dc.c.user_id, dc.c.kind, dc.c.name],
+            set_={
+                "count": dc.c.count + stmt.excluded["count"],
+                "updated_at": stmt.excluded.updated_at,
+                "pending_since": func.coalesce(dc.c.pending_since, stmt.excluded.pending_since),
+            },
+        )
+    )
+
+
+def _add_memberships(database: Database, conn: Connection, source: Select[Any]) -> None:
+    """Insert (group_id, user_id, last_timestamp, created_at) memberships not yet known."""
+    m = schema.memberships
+    stmt = database.insert(m).from_select(
+        ["group_id", "user_id", "last_timestamp", "created_at"], source
+    )
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=[m.c.group_id, m.c.user_id]))
+
+
+@dataclass
+class _Patch:
+    """Traits of several messages for one key, merged in arrival order."""
+
+    traits: dict[str, Any] = field(default_factory=dict)
+    timestamp: datetime | None = None
+
+    def add(self, traits: Mapping[str, Any] | None, timestamp: datetime) -> None:
+        self.traits.update(traits or {})
+        self.timestamp = timestamp if self.timestamp is None else max(self.timestamp, timestamp)
+
+
+def _existing_traits(
+    conn: Connection, table: Table, keys: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    key = table.primary_key.columns.values()[0]
+    ordered = sorted(keys)
+    existing: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ordered), _KEYS_PER_QUERY):
+        batch = ordered[start : start + _KEYS_PER_QUERY]
+        existing.update(
+            conn.execute(select(key, table.c.traits).where(key.in_(batch))).tuples().all()
+        )
+    return existing
+
+
+def _merge_versioned(
+    database: Database,
+    conn: Connection,
+    table: Table,
+    patches: Mapping[str, _Patch],
+    now: datetime,
+    *,
+    under_existing: bool = False,
+) -> None:
+    """Merge traits into users or accounts; a row whose traits change gets a new version."""
+    if not patches:
+        return
+    key = table.primary_key.columns.values()[0]
+    existing = _existing_traits(conn, table, patches)
+    rows = []
+    for name, patch in sorted(patches.items()):
+        old = existing.get(name)
+        merged = (
+            {**patch.traits, **(old or {})} if under_existing else {**(old or {}), **patch.traits}
+        )
+        if old is not None and merged == old:
+            continue
+        rows.append(
+            {
+                key.name: name,
+                "traits": merged,
+                "traits_version": 1,
+                "last_timestamp": patch.timestamp,
+                "first_seen_at": now,
+                "updated_at": now,
+                "pending_since": now,
+            }
+        )
+    if not rows:
+        return
+    stmt = database.insert(table)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[key],
+            set_={
+                "traits": stmt.excluded.traits,
+                "traits_version": table.c.traits_version + 1,
+                "last_timestamp": stmt.excluded.last_timestamp,
+                "updated_at": stmt.excluded.updated_at,
+                "pending_since": func.coalesce(table.c.pending_since, stmt.excluded.pending_since),
+            },
+        ),
+        rows,
+    )
+
+
+def _merge_anonymous(
+    database: Database, conn: Connection, patches: Mapping[str, _Patch], now: datetime
+) -> None:
+    if not patches:
+        return
+    at = schema.anonymous_traits
+    existing = _existing_traits(conn, at, patches)
+    rows = [
+        {
+            "anonymous_id": name,
+            "traits": {**existing.get(name, {}), **patch.traits},
+            "last_timestamp": patch.timestamp,
+            "last_seen_at": now,
+        }
+        for name, patch in sorted(patches.items())
+    ]
+    stmt = database.insert(at)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[at.c.anonymous_id],
+            set_={
+                "traits": stmt.excluded.traits,
+                "last_timestamp": stmt.excluded.last_timestamp,
+                "last_seen_at": stmt.excluded.last_seen_at,
+            },
+        ),
+        rows,
+    )
+
+
+def _prune(
+    database: Database, conn: Connection, settings: FoldSettings, now: datetime
+) -> tuple[int, int]:
+    """Expire anonymous ids idle past the TTL, old messageIds, and outbox rows kept for audit."""
+    ac, at, am = schema.anonymous_counts, schema.anonymous_traits, schema.anonymous_memberships
+    cutoff = now - settings.anonymous_ttl
+    active = union(
+        *(select(t.c.anonymous_id).where(t.c.last_seen_at >= cutoff) for t in (ac, at, am))
+    ).subquery()
+
+    def stale(table: Table) -> ColumnElement[bool]:
+        return table.c.anonymous_id.not_in(select(active.c.anonymous_id))
+
+    events = int(conn.scalar(select(func.coalesce(func.sum(ac.c.count), 0)).where(stale(ac))) or 0)
+    conn.execute(delete(ac).where(stale(ac)))
+    profiles = sum(conn.execute(delete(t).where(stale(t))).rowcount for t in (at, am))
+    today: date = now.date()
+    record_drops(
+        database,
+        conn,
+        Counter({(today, ANONYMOUS_TTL_EVENTS): events, (today, ANONYMOUS_TTL_PROFILES): profiles}),
+    )
+    conn.execute(
+        delete(schema.message_ids).where(
+            schema.message_ids.c.received_at < now - settings.dedupe_window
+        )
+    )
+    if settings.outbox_retention > timedelta(0):
+        conn.execute(delete(o).where(o.c.folded_at < now - settings.outbox_retention))
+    return events, profiles

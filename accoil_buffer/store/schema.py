@@ -1,0 +1,194 @@
+"""The tables (SPEC 5.5). All are prefixed ``accoil_`` so they can live in an app's database.
+
+Column comments here are the reference for the README's table guide.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+ID = String(255)
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+# SQLite only autoincrements an INTEGER PRIMARY KEY, not a BIGINT one.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+# Traits are JSONB on PostgreSQL so `traits->>'email'` and equality work; text JSON on SQLite.
+Traits = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python; ``timestamptz`` on PostgreSQL, ISO text in UTC on SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+EVENT_KIND_CHECK = "kind IN ('track', 'page', 'screen')"
+
+outbox = Table(
+    "accoil_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", ID, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("user_id", ID),
+    Column("anonymous_id", ID),
+    Column("group_id", ID),
+    Column("previous_id", ID),
+    Column("name", ID, nullable=False, comment="track event, or page/screen name ('' if none)"),
+    Column("day", Date, nullable=False, comment="UTC day of timestamp"),
+    Column("timestamp", UTCDateTime, nullable=False, comment="skew-corrected event time"),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("traits", Traits, comment="normalised traits of identify/group"),
+    Column("payload", JSON, nullable=False, comment="the whole normalised message"),
+    Column("folded_at", UTCDateTime, comment="set when folded and kept for audit retention"),
+    Index(None, "folded_at", "id"),
+    comment="Accepted messages not yet folded into users, accounts and counts.",
+)
+
+message_ids = Table(
+    "accoil_message_ids",
+    metadata,
+    Column("message_id", ID, primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False, index=True),
+    comment="messageIds seen within the dedupe window: the idempotency ledger.",
+)
+
+users = Table(
+    "accoil_users",
+    metadata,
+    Column("user_id", ID, primary_key=True),
+    Column("traits", Traits, nullable=False),
+    Column("traits_version", Integer, nullable=False, comment="bumped when traits change"),
+    Column("delivered_version", Integer, nullable=False, server_default="0"),
+    Column("last_timestamp", UTCDateTime, nullable=False, comment="of the latest identify"),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("pending_since", UTCDateTime, comment="when undelivered changes began; null if none"),
+    comment="One row per identified user, traits merged as Segment merges them.",
+)
+
+accounts = Table(
+    "accoil_accounts",
+    metadata,
+    Column("group_id", ID, primary_key=True),
+    Column("traits", Traits, nullable=False),
+    Column("traits_version", Integer, nullable=False),
+    Column("delivered_version", Integer, nullable=False, server_default="0"),
+    Column("last_timestamp", UTCDateTime, nullable=False, comment="of the latest group call"),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("pending_since", UTCDateTime),
+    comment="One row per account (Segment group), traits merged.",
+)
+
+memberships = Table(
+    "accoil_memberships",
+    metadata,
+    Column("group_id", ID, primary_key=True),
+    Column("user_id", ID, primary_key=True),
+    Column("last_timestamp", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, comment="null until Accoil has it"),
+    comment="Which users belong to which accounts.",
+)
+
+daily_counts = Table(
+    "accoil_daily_counts",
+    metadata,
+    Column("day", Date, primary_key=True, comment="UTC day"),
+    Column("user_id", ID, primary_key=True),
+    Column("kind", String(16), primary_key=True, comment="track, page or screen"),
+    Column("name", ID, primary_key=True, comment="event or page/screen name"),
+    Column("count", BigInteger, nullable=False),
+    Column("delivered_count", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("pending_since", UTCDateTime),
+    CheckConstraint(EVENT_KIND_CHECK, name="kind"),
+    comment="Accoil's model: occurrences per (UTC day, user, kind, name).",
+)
+
+anonymous_counts = Table(
+    "accoil_anonymous_counts",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("anonymous_id", ID, primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("name", ID, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    CheckConstraint(EVENT_KIND_CHECK, name="kind"),
+    comment="Counts of anonymous ids not yet linked to a user; moved on identify/alias.",
+)
+
+anonymous_traits = Table(
+    "accoil_anonymous_traits",
+    metadata,
+    Column("anonymous_id", ID, primary_key=True),
+    Column("traits", Traits, nullable=False),
+    Column("last_timestamp", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    comment="Traits from identify calls that carried only an anonymousId.",
+)
+
+anonymous_memberships = Table(
+    "accoil_anonymous_memberships",
+    metadata,
+    Column("anonymous_id", ID, primary_key=True),
+    Column("group_id", ID, primary_key=True),
+    Column("last_timestamp", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    comment="Group calls that carried only an anonymousId.",
+)
+
+identity_links = Table(
+    "accoil_identity_links",
+    metadata,
+    Column("anonymous_id", ID, primary_key=True),
+    Column("user_id", ID, nullable=False, index=True),
+    Column("linked_at", UTCDateTime, nullable=False),
+    comment="anonymousId/previousId -> userId; the first link of an id wins.",
+)
+
+drops = Table(
+    "accoil_drops",
+    metadata,
+    Column("day", Date, primary_key=True, comment="UTC day it happened"),
+    Column("reason", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    comment="Every drop, filter, prune or correction, counted per day and reason.",
+)
