@@ -89,7 +89,7 @@ class Buffer:
         self._clock = clock
         self._database = Database.open(config)
         try:
-            ensure_schema(self._database, auto_migrate=config.auto_migrate)
+            self._guard(lambda: ensure_schema(self._database, auto_migrate=config.auto_migrate))
         except BaseException:
             self._database.dispose()
             raise
@@ -100,6 +100,7 @@ class Buffer:
             anonymous_ttl=timedelta(days=config.anonymous_ttl_days),
         )
         self._closed = False
+        self._wrote = False  # close() folds only if this instance appended something
         self._scheduler: Scheduler | None = None
         if start:
             self._scheduler = Scheduler(self._scheduled_pass, config.flush_interval_seconds)
@@ -270,9 +271,10 @@ class Buffer:
         return normalised.message_id
 
     def ingest_many(
-        self, messages: Iterable[Mapping[str, Any]], *, connection: Connection | None = None
+        self, messages: Iterable[object], *, connection: Connection | None = None
     ) -> IngestReport:
-        """Store every valid message in one transaction; report the invalid ones, by index."""
+        """Store every valid message in one transaction; report the invalid ones (anything that
+        is not a valid Segment message, a non-dict included) by index."""
         received_at = self._clock()
         valid: list[Message] = []
         rejected: list[Rejection] = []
@@ -309,14 +311,15 @@ class Buffer:
         return self._guard(read)
 
     def close(self) -> None:
-        """Stop the scheduler, fold what is pending and release the database. Idempotent."""
+        """Stop the scheduler, fold what this instance wrote, release the database. Idempotent."""
         if self._closed:
             return
         self._closed = True
         if self._scheduler is not None:
             self._scheduler.shutdown()
         try:
-            self.flush()
+            if self._wrote:
+                self.flush()
         except StorageError:
             log.exception("could not fold the outbox at close; the messages stay in the outbox")
         finally:
@@ -353,7 +356,9 @@ class Buffer:
             with self._database.write(connection) as conn:
                 return outbox.append(self._database, conn, messages)
 
-        return self._guard(write)
+        result = self._guard(write)
+        self._wrote = True
+        return result
 
     def _scheduled_pass(self) -> None:
         self.flush()

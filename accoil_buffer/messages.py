@@ -98,7 +98,7 @@ def normalise(
         if previous_id is None:
             raise InvalidMessage("previousId", "is required for alias")
     elif user_id is None and anonymous_id is None:
-        raise InvalidMessage("userId", "userId or anonymousId is required")
+        raise InvalidMessage("userId", "is required when there is no anonymousId")
     if kind == "group" and group_id is None:
         raise InvalidMessage("groupId", "is required for group")
 
@@ -219,13 +219,15 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def _event_time(message: Mapping[str, JSON], received_at: datetime) -> datetime:
+    sent_at = (
+        None if message.get("sentAt") is None else parse_timestamp(message["sentAt"], "sentAt")
+    )
     field = "originalTimestamp" if message.get("originalTimestamp") is not None else "timestamp"
     if message.get(field) is None:
         return received_at
     timestamp = parse_timestamp(message[field], field)
-    if message.get("sentAt") is None:
+    if sent_at is None:
         return timestamp
-    sent_at = parse_timestamp(message["sentAt"], "sentAt")
     try:
         return received_at - (sent_at - timestamp)
     except OverflowError as exc:

@@ -46,9 +46,7 @@ def status(conn: Connection, now: datetime) -> dict[str, Any]:
             select(schema.drops.c.reason, func.sum(schema.drops.c.count))
             .group_by(schema.drops.c.reason)
             .order_by(schema.drops.c.reason)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
 
     waiting = [

@@ -341,9 +341,7 @@ def _existing_traits(
     existing: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ordered), _KEYS_PER_QUERY):
         batch = ordered[start : start + _KEYS_PER_QUERY]
-        existing.update(
-            conn.execute(select(key, table.c.traits).where(key.in_(batch))).tuples().all()
-        )
+        existing.update(conn.execute(select(key, table.c.traits).where(key.in_(batch))).all())
     return existing
 
 

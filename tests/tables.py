@@ -1,0 +1,65 @@
+"""Reading the buffer's tables back in tests, as a person would with SQL."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import create_engine, func, select
+
+from accoil_buffer.store import schema
+
+Counts = dict[tuple[date, str, str, str], int]
+
+
+def _rows(url: str, statement: Any) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(statement))
+    finally:
+        engine.dispose()
+
+
+def counts(url: str) -> Counts:
+    t = schema.daily_counts
+    return {(r.day, r.user_id, r.kind, r.name): r.count for r in _rows(url, select(t))}
+
+
+def anonymous_counts(url: str) -> dict[tuple[date, str, str, str], int]:
+    t = schema.anonymous_counts
+    return {(r.day, r.anonymous_id, r.kind, r.name): r.count for r in _rows(url, select(t))}
+
+
+def users(url: str) -> dict[str, dict[str, Any]]:
+    return {r.user_id: r.traits for r in _rows(url, select(schema.users))}
+
+
+def user_versions(url: str) -> dict[str, int]:
+    return {r.user_id: r.traits_version for r in _rows(url, select(schema.users))}
+
+
+def accounts(url: str) -> dict[str, dict[str, Any]]:
+    return {r.group_id: r.traits for r in _rows(url, select(schema.accounts))}
+
+
+def memberships(url: str) -> set[tuple[str, str]]:
+    return {(r.group_id, r.user_id) for r in _rows(url, select(schema.memberships))}
+
+
+def anonymous_traits(url: str) -> dict[str, dict[str, Any]]:
+    return {r.anonymous_id: r.traits for r in _rows(url, select(schema.anonymous_traits))}
+
+
+def drops(url: str) -> dict[str, int]:
+    t = schema.drops
+    statement = select(t.c.reason, func.sum(t.c.count)).group_by(t.c.reason)
+    return {reason: int(n) for reason, n in _rows(url, statement)}
+
+
+def outbox_size(url: str) -> int:
+    return int(_rows(url, select(func.count()).select_from(schema.outbox))[0][0])
+
+
+def table_count(url: str, table: Any) -> int:
+    return int(_rows(url, select(func.count()).select_from(table))[0][0])

@@ -1,0 +1,343 @@
+"""The buffer's contract, run on SQLite and PostgreSQL alike (the ``database_url`` fixture)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from accoil_buffer import Buffer, InvalidMessage, StorageError
+from accoil_buffer.store import schema
+from tests import tables
+from tests.conftest import Clock
+
+TODAY = date(2026, 11, 28)
+
+
+def test_readme_example(database_url: str, clock: Clock) -> None:
+    with Buffer(database_url, api_key="key", start=False, clock=clock) as buf:
+        buf.identify("u1", {"email": "a@b.c", "createdAt": 1700000000})
+        buf.group("u1", "acc1", {"name": "Acme", "mrr": "9900"})
+        buf.track("u1", "Report Created", {"ignored": "properties"})
+        buf.page("u1", name="Home")
+        buf.track(anonymous_id="anon-7", event="Viewed Pricing")
+        buf.alias(previous_id="anon-7", user_id="u1")
+    assert tables.counts(database_url) == {
+        (TODAY, "u1", "track", "Report Created"): 1,
+        (TODAY, "u1", "page", "Home"): 1,
+        (TODAY, "u1", "track", "Viewed Pricing"): 1,
+    }
+    assert tables.users(database_url) == {
+        "u1": {"email": "a@b.c", "createdAt": "2023-11-14T22:13:20.000Z"}
+    }
+    assert tables.accounts(database_url) == {"acc1": {"name": "Acme", "mrr": 9900}}
+    assert tables.memberships(database_url) == {("acc1", "u1")}
+    assert tables.outbox_size(database_url) == 0
+    assert tables.anonymous_counts(database_url) == {}
+
+
+def test_status_reports_what_is_pending(buffer: Buffer) -> None:
+    buffer.identify("u1", {"a": 1})
+    buffer.track("u1", "E")
+    buffer.track("u1", "E")
+    buffer.track(anonymous_id="anon", event="E")
+    before = buffer.status()
+    assert before["outbox"]["unfolded_messages"] == 4
+    assert before["outbox"]["oldest_received_at"] == "2026-11-28T12:00:00.000Z"
+    buffer.flush()
+    after = buffer.status()
+    assert after["outbox"]["unfolded_messages"] == 0
+    assert after["pending"] == {
+        "users": 1,
+        "accounts": 0,
+        "memberships": 0,
+        "count_rows": 1,
+        "occurrences": 2,
+    }
+    assert after["anonymous"] == {"ids": 1, "occurrences": 1}
+    assert after["oldest_undelivered_at"] == "2026-11-28T12:00:00.000Z"
+
+
+def test_counts_accumulate_across_folds_and_days(buffer: Buffer, database_url: str) -> None:
+    for _ in range(3):
+        buffer.track("u1", "E")
+    buffer.flush()
+    buffer.track("u1", "E")
+    buffer.track("u1", "E", timestamp="2026-11-01T08:00:00Z")  # type: ignore[arg-type]
+    buffer.screen("u2", name="Settings")
+    buffer.page("u2")
+    buffer.flush()
+    assert tables.counts(database_url) == {
+        (TODAY, "u1", "track", "E"): 4,
+        (date(2026, 11, 1), "u1", "track", "E"): 1,
+        (TODAY, "u2", "screen", "Settings"): 1,
+        (TODAY, "u2", "page", ""): 1,
+    }
+
+
+def test_same_message_id_is_stored_once(buffer: Buffer, database_url: str) -> None:
+    buffer.track("u1", "E", message_id="m1")
+    buffer.track("u1", "E", message_id="m1")
+    report = buffer.ingest_many(
+        [
+            {"type": "track", "userId": "u1", "event": "E", "messageId": "m2"},
+            {"type": "track", "userId": "u1", "event": "E", "messageId": "m2"},
+        ]
+    )
+    assert (report.stored, report.duplicates) == (1, 1)
+    buffer.flush()
+    buffer.track("u1", "E", message_id="m1")  # already folded: the ledger still knows it
+    buffer.flush()
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 2}
+    assert tables.drops(database_url)["duplicate_message_id"] == 3
+
+
+def test_message_ids_are_forgotten_after_the_dedupe_window(database_url: str, clock: Clock) -> None:
+    with Buffer(database_url, start=False, clock=clock, dedupe_window_hours=1) as buf:
+        buf.track("u1", "E", message_id="m1")
+        buf.flush()
+        clock.advance(hours=2)
+        buf.flush()
+        buf.track("u1", "E", message_id="m1")
+    assert tables.counts(database_url)[TODAY, "u1", "track", "E"] == 2
+
+
+def test_integrations_filter_accepts_but_does_not_store(buffer: Buffer, database_url: str) -> None:
+    buffer.track("u1", "E", integrations={"Accoil Analytics": False})
+    buffer.identify("u1", {"a": 1}, integrations={"All": False})
+    buffer.track("u1", "E", integrations={"All": False, "Accoil Analytics": True})
+    buffer.flush()
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 1}
+    assert tables.users(database_url) == {}
+    assert tables.drops(database_url) == {"filtered_integrations": 2}
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda b: b.track("u1"), "event"),
+        (lambda b: b.track(event="E"), "userId"),
+        (lambda b: b.group("u1", traits={"a": 1}), "groupId"),
+        (lambda b: b.alias(user_id="u1"), "previousId"),
+        (lambda b: b.identify("u1", traits=["not", "an", "object"]), "traits"),
+        (lambda b: b.track("u1", "E", timestamp="not a time"), "timestamp"),
+        (lambda b: b.track("u1", "E", {"big": "x" * 40_000}), "message"),
+        (lambda b: b.ingest({"type": "track", "userId": "u\x00", "event": "E"}), "message.userId"),
+    ],
+)
+def test_rejected_calls_store_nothing(
+    buffer: Buffer, database_url: str, call: object, field: str
+) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        call(buffer)  # type: ignore[operator]
+    assert info.value.field == field
+    assert tables.outbox_size(database_url) == 0
+    assert tables.table_count(database_url, schema.message_ids) == 0
+
+
+def test_ingest_many_stores_the_valid_and_reports_the_rest(
+    buffer: Buffer, database_url: str
+) -> None:
+    report = buffer.ingest_many(
+        [
+            {"type": "track", "userId": "u1", "event": "E"},
+            {"type": "track", "event": "E"},
+            "nonsense",
+            {"type": "page", "userId": "u1", "name": "Home"},
+        ]
+    )
+    assert report.stored == 2
+    assert [(r.index, r.error.field) for r in report.rejected] == [(1, "userId"), (2, "message")]
+    assert tables.outbox_size(database_url) == 2
+
+
+def test_traits_merge_like_segment(buffer: Buffer, database_url: str) -> None:
+    buffer.identify("u1", {"email": "a@b.c", "plan": "free", "seats": 3})
+    buffer.flush()
+    buffer.identify("u1", {"plan": "pro", "seats": None})
+    buffer.identify("u1", {"name": "Ada"})
+    buffer.flush()
+    assert tables.users(database_url) == {
+        "u1": {"email": "a@b.c", "plan": "pro", "seats": None, "name": "Ada"}
+    }
+    assert tables.user_versions(database_url) == {"u1": 2}
+    buffer.identify("u1", {"plan": "pro"})  # no change: no new version to deliver
+    buffer.flush()
+    assert tables.user_versions(database_url) == {"u1": 2}
+
+
+def test_group_traits_merge_and_memberships(buffer: Buffer, database_url: str) -> None:
+    buffer.group("u1", "acc", {"name": "Acme", "createdAt": "2021-03-15T09:00:00Z"})
+    buffer.group("u2", "acc", {"mrr": "3000", "status": "Paid"})
+    buffer.group("u1", "acc", {"name": "Acme Inc"})
+    buffer.flush()
+    assert tables.accounts(database_url) == {
+        "acc": {
+            "name": "Acme Inc",
+            "createdAt": "2021-03-15T09:00:00.000Z",
+            "mrr": 3000,
+            "status": "Paid",
+        }
+    }
+    assert tables.memberships(database_url) == {("acc", "u1"), ("acc", "u2")}
+
+
+def test_anonymous_activity_moves_to_the_user_on_identify(
+    buffer: Buffer, database_url: str
+) -> None:
+    buffer.track(anonymous_id="anon", event="Viewed Pricing")
+    buffer.page(anonymous_id="anon", name="Pricing")
+    buffer.identify(anonymous_id="anon", traits={"utm": "ads", "plan": "free"})
+    buffer.group(anonymous_id="anon", group_id="acc")
+    buffer.flush()
+    assert tables.counts(database_url) == {}
+    assert tables.anonymous_counts(database_url) == {
+        (TODAY, "anon", "track", "Viewed Pricing"): 1,
+        (TODAY, "anon", "page", "Pricing"): 1,
+    }
+    buffer.identify("u1", {"plan": "pro"})
+    buffer.flush()
+    buffer.identify("u1", {"email": "a@b.c"}, anonymous_id="anon")
+    buffer.track(anonymous_id="anon", event="Viewed Pricing")  # after the link: straight to u1
+    buffer.flush()
+    assert tables.counts(database_url) == {
+        (TODAY, "u1", "track", "Viewed Pricing"): 2,
+        (TODAY, "u1", "page", "Pricing"): 1,
+    }
+    # The user's own traits win over what the visitor had.
+    assert tables.users(database_url) == {"u1": {"utm": "ads", "plan": "pro", "email": "a@b.c"}}
+    assert tables.memberships(database_url) == {("acc", "u1")}
+    assert tables.anonymous_counts(database_url) == {}
+    assert tables.anonymous_traits(database_url) == {}
+
+
+def test_alias_links_in_the_same_fold_and_the_first_link_wins(
+    buffer: Buffer, database_url: str
+) -> None:
+    buffer.track(anonymous_id="anon", event="E")
+    buffer.alias(previous_id="anon", user_id="u1")
+    buffer.alias(previous_id="anon", user_id="u2")
+    buffer.flush()
+    buffer.alias(previous_id="anon", user_id="u3")
+    buffer.track(anonymous_id="anon", event="E")
+    buffer.flush()
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 2}
+
+
+def test_unlinked_anonymous_data_is_pruned_after_the_ttl(database_url: str, clock: Clock) -> None:
+    with Buffer(database_url, start=False, clock=clock, anonymous_ttl_days=30) as buf:
+        buf.track(anonymous_id="idle", event="E")
+        buf.track(anonymous_id="idle", event="E")
+        buf.identify(anonymous_id="idle", traits={"a": 1})
+        buf.group(anonymous_id="idle", group_id="acc")
+        buf.track(anonymous_id="active", event="E")
+        buf.flush()
+        clock.advance(days=29)
+        buf.track(anonymous_id="active", event="F")
+        buf.flush()
+        clock.advance(days=2)
+        buf.flush()
+    assert set(tables.anonymous_counts(database_url)) == {
+        (TODAY, "active", "track", "E"),
+        (TODAY + timedelta(days=29), "active", "track", "F"),
+    }
+    assert tables.anonymous_traits(database_url) == {}
+    assert tables.drops(database_url) == {"anonymous_ttl_events": 2, "anonymous_ttl_profiles": 2}
+
+
+def test_future_timestamps_are_clamped_and_counted(buffer: Buffer, database_url: str) -> None:
+    buffer.track("u1", "E", timestamp="2027-01-01T00:00:00Z")  # type: ignore[arg-type]
+    buffer.flush()
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 1}
+    assert tables.drops(database_url) == {"future_timestamp_clamped": 1}
+
+
+def test_outbox_rows_can_be_kept_for_audit(database_url: str, clock: Clock) -> None:
+    with Buffer(database_url, start=False, clock=clock, outbox_retention_hours=24) as buf:
+        buf.track("u1", "E", {"kept": True})
+        buf.flush()
+        assert tables.outbox_size(database_url) == 1
+        assert buf.status()["outbox"]["unfolded_messages"] == 0
+        buf.flush()  # a folded row is never folded twice
+        assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 1}
+        clock.advance(hours=25)
+        buf.flush()
+    assert tables.outbox_size(database_url) == 0
+
+
+def test_the_app_can_write_inside_its_own_transaction(database_url: str, clock: Clock) -> None:
+    engine = create_engine(database_url)
+
+    def place_order(buf: Buffer, event: str, *, fail: bool) -> None:
+        with engine.begin() as conn:
+            buf.track("u1", event, connection=conn)
+            if fail:
+                raise RuntimeError("the app's transaction rolls back")
+
+    with Buffer(database_url, start=False, clock=clock) as buf:
+        place_order(buf, "Order Placed", fail=False)
+        with pytest.raises(RuntimeError):
+            place_order(buf, "Order Failed", fail=True)
+        buf.flush()
+    engine.dispose()
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "Order Placed"): 1}
+    assert tables.table_count(database_url, schema.message_ids) == 1
+
+
+@pytest.mark.parametrize(
+    "user_id", ["'; DROP TABLE accoil_outbox; --", "用户 🎉", "a\u200bb", "Robert'); --"]
+)
+def test_hostile_and_unicode_ids_are_stored_literally(
+    buffer: Buffer, database_url: str, user_id: str
+) -> None:
+    buffer.identify(user_id, {"name": user_id})
+    buffer.track(user_id, user_id)
+    buffer.flush()
+    assert tables.counts(database_url) == {(TODAY, user_id, "track", user_id): 1}
+    assert tables.users(database_url) == {user_id: {"name": user_id}}
+
+
+def test_folding_in_small_chunks_gives_the_same_result(database_url: str, clock: Clock) -> None:
+    with Buffer(database_url, start=False, clock=clock, fold_batch_size=3) as buf:
+        for i in range(20):
+            buf.track(f"u{i % 4}", "E")
+        buf.track(anonymous_id="anon", event="E")
+        buf.alias(previous_id="anon", user_id="u0")
+        assert buf.flush().folded == 22
+    assert tables.counts(database_url) == {
+        (TODAY, "u0", "track", "E"): 6,
+        (TODAY, "u1", "track", "E"): 5,
+        (TODAY, "u2", "track", "E"): 5,
+        (TODAY, "u3", "track", "E"): 5,
+    }
+
+
+def test_a_database_that_cannot_be_reached_is_a_storage_error(tmp_path: object) -> None:
+    with pytest.raises(StorageError) as info:
+        Buffer("postgresql://postgres@127.0.0.1:1/nowhere", start=False)
+    assert "database" in str(info.value)
+
+
+def test_a_closed_buffer_refuses_calls(buffer: Buffer) -> None:
+    buffer.close()
+    with pytest.raises(StorageError, match="closed"):
+        buffer.track("u1", "E")
+
+
+def test_postgres_connections_dropped_by_the_server_are_replaced(
+    postgres_database: str, clock: Clock
+) -> None:
+    with Buffer(postgres_database, start=False, clock=clock) as buf:
+        buf.track("u1", "E")
+        admin = create_engine(postgres_database)
+        with admin.begin() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        admin.dispose()
+        buf.track("u1", "E")
+    assert tables.counts(postgres_database) == {(TODAY, "u1", "track", "E"): 2}

@@ -1,0 +1,318 @@
+"""SPEC 3, rule by rule, on the pure normalisation functions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from accoil_buffer.errors import InvalidMessage
+from accoil_buffer.messages import (
+    FUTURE_TIMESTAMP_CLAMPED,
+    TRAIT_NOT_NORMALISED,
+    Message,
+    is_deliverable,
+    normalise,
+)
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def accept(**message: Any) -> Message:
+    return normalise(message, received_at=NOW)
+
+
+def reject(message: object) -> InvalidMessage:
+    with pytest.raises(InvalidMessage) as info:
+        normalise(message, received_at=NOW)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("message", "field", "words"),
+    [
+        ([1, 2], "message", "must be a JSON object"),
+        ("track", "message", "must be a JSON object"),
+        ({"userId": "u"}, "type", "must be one of"),
+        ({"type": "purchase", "userId": "u"}, "type", "must be one of"),
+        ({"type": "track", "event": "E"}, "userId", "is required"),
+        ({"type": "track", "userId": "", "event": "E"}, "userId", "is required"),
+        ({"type": "track", "userId": "u"}, "event", "is required for track"),
+        ({"type": "track", "userId": "u", "event": ""}, "event", "is required for track"),
+        ({"type": "track", "userId": "u", "event": 7}, "event", "must be a string"),
+        ({"type": "group", "userId": "u"}, "groupId", "is required for group"),
+        ({"type": "alias", "previousId": "a"}, "userId", "is required for alias"),
+        ({"type": "alias", "userId": "u"}, "previousId", "is required for alias"),
+        ({"type": "identify", "userId": True}, "userId", "must be a string or a number"),
+        ({"type": "identify", "userId": {"id": 1}}, "userId", "must be a string or a number"),
+        ({"type": "identify", "userId": "u" * 256}, "userId", "the limit is 255"),
+        ({"type": "identify", "userId": "u", "traits": []}, "traits", "must be an object"),
+        (
+            {"type": "track", "userId": "u", "event": "E", "properties": "x"},
+            "properties",
+            "must be an object",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "context": 1},
+            "context",
+            "must be an object",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "integrations": [1]},
+            "integrations",
+            "must be an object",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "timestamp": "yesterday"},
+            "timestamp",
+            "is not an ISO 8601 timestamp",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "timestamp": True},
+            "timestamp",
+            "must be an ISO 8601 string or a Unix time",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "timestamp": 1e300},
+            "timestamp",
+            "out of range",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "sentAt": "soon"},
+            "sentAt",
+            "is not an ISO 8601 timestamp",
+        ),
+        ({"type": "track", "userId": "u\x00", "event": "E"}, "message.userId", "NUL"),
+        (
+            {"type": "track", "userId": "u", "event": "E", "properties": {"k": "\ud800"}},
+            "message.properties.k",
+            "lone surrogate",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "properties": {"k": float("nan")}},
+            "message.properties.k",
+            "not a JSON number",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "properties": {"k": object()}},
+            "message.properties.k",
+            "not JSON",
+        ),
+    ],
+)
+def test_rejections_name_the_field(message: object, field: str, words: str) -> None:
+    error = reject(message)
+    assert error.field == field
+    assert words in str(error)
+    assert str(error).startswith(field)
+
+
+def test_message_over_32_kb_is_rejected_and_just_under_is_accepted() -> None:
+    base = {"type": "track", "userId": "u", "event": "E", "messageId": "m"}
+    overhead = len(
+        '{"type":"track","userId":"u","event":"E","messageId":"m","properties":{"p":""}}'
+    )
+    fits = {**base, "properties": {"p": "x" * (32 * 1024 - overhead)}}
+    assert normalise(fits, received_at=NOW).name == "E"
+    error = reject({**base, "properties": {"p": "x" * (32 * 1024 - overhead + 1)}})
+    assert error.field == "message"
+    assert "32 KB" in str(error)
+
+
+def test_multibyte_characters_count_as_bytes_toward_the_limit() -> None:
+    error = reject(
+        {"type": "track", "userId": "u", "event": "E", "properties": {"p": "é" * (17 * 1024)}}
+    )
+    assert "bytes" in str(error)
+
+
+def test_absurd_nesting_is_rejected() -> None:
+    nested: dict[str, Any] = {}
+    for _ in range(40):
+        nested = {"n": nested}
+    assert "nested" in str(
+        reject({"type": "track", "userId": "u", "event": "E", "properties": nested})
+    )
+
+
+def test_numeric_ids_become_strings_like_segment() -> None:
+    message = accept(type="group", userId=42, groupId=7.0, anonymousId=1.5)
+    assert (message.user_id, message.group_id, message.anonymous_id) == ("42", "7", "1.5")
+    assert message.payload["userId"] == "42"
+
+
+def test_message_id_is_kept_or_generated() -> None:
+    assert accept(type="track", userId="u", event="E", messageId="abc").message_id == "abc"
+    generated = accept(type="track", userId="u", event="E").message_id
+    assert uuid.UUID(generated).version == 4
+
+
+def test_type_is_case_insensitive_and_stored_lowercase() -> None:
+    assert accept(type="Track", userId="u", event="E").type == "track"
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        ("2026-01-15T09:30:00+02:00", datetime(2026, 1, 15, 7, 30, tzinfo=UTC)),
+        ("2026-01-15T09:30:00Z", datetime(2026, 1, 15, 9, 30, tzinfo=UTC)),
+        ("2026-01-15T09:30:00", datetime(2026, 1, 15, 9, 30, tzinfo=UTC)),
+        (1768469400, datetime(2026, 1, 15, 9, 30, tzinfo=UTC)),
+        (1768469400123, datetime(2026, 1, 15, 9, 30, 0, 123000, tzinfo=UTC)),
+        ("1768469400", datetime(2026, 1, 15, 9, 30, tzinfo=UTC)),
+        (
+            datetime(2026, 1, 15, 9, 30, tzinfo=timezone(timedelta(hours=-5))),
+            datetime(2026, 1, 15, 14, 30, tzinfo=UTC),
+        ),
+    ],
+)
+def test_timestamps_are_stored_in_utc(timestamp: object, expected: datetime) -> None:
+    message = accept(type="track", userId="u", event="E", timestamp=timestamp)
+    assert message.timestamp == expected
+    assert message.day == expected.date()
+
+
+def test_missing_timestamp_is_the_receive_time() -> None:
+    assert accept(type="track", userId="u", event="E").timestamp == NOW
+
+
+def test_clock_skew_is_corrected_with_sent_at() -> None:
+    # The device clock runs one hour fast: the event happened 10 s before it was sent.
+    message = accept(
+        type="track",
+        userId="u",
+        event="E",
+        timestamp="2026-11-28T13:00:00Z",
+        sentAt="2026-11-28T13:00:10Z",
+    )
+    assert message.timestamp == NOW - timedelta(seconds=10)
+    assert message.notes == ()
+
+
+def test_original_timestamp_is_preferred_with_sent_at() -> None:
+    message = accept(
+        type="track",
+        userId="u",
+        event="E",
+        originalTimestamp="2026-11-28T10:00:00Z",
+        timestamp="2000-01-01T00:00:00Z",
+        sentAt="2026-11-28T10:00:05Z",
+    )
+    assert message.timestamp == NOW - timedelta(seconds=5)
+
+
+def test_future_timestamp_is_clamped_and_noted() -> None:
+    message = accept(type="track", userId="u", event="E", timestamp="2026-11-29T12:00:00Z")
+    assert message.timestamp == NOW
+    assert message.notes == (FUTURE_TIMESTAMP_CLAMPED,)
+    within_margin = accept(type="track", userId="u", event="E", timestamp="2026-11-28T12:04:00Z")
+    assert within_margin.notes == ()
+
+
+def test_late_events_keep_their_own_past_day() -> None:
+    assert accept(type="page", userId="u", timestamp="2026-10-01T23:59:59Z").day == date(
+        2026, 10, 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("integrations", "deliverable"),
+    [
+        (None, True),
+        ({}, True),
+        ({"Accoil Analytics": False}, False),
+        ({"Accoil Analytics": True}, True),
+        ({"All": False}, False),
+        ({"All": False, "Accoil Analytics": True}, True),
+        ({"All": False, "Accoil Analytics": {}}, True),  # an object is truthy, as in JavaScript
+        ({"All": False, "Accoil Analytics": 0}, False),
+        ({"All": True, "Accoil Analytics": False}, False),
+        ({"Mixpanel": False}, True),
+    ],
+)
+def test_integrations_object(integrations: dict[str, Any] | None, deliverable: bool) -> None:
+    assert is_deliverable(integrations) is deliverable
+
+
+def test_traits_created_at_and_mrr_are_normalised() -> None:
+    group = accept(
+        type="group",
+        userId="u",
+        groupId="g",
+        traits={"createdAt": "2021-03-15T09:00:00+01:00", "mrr": "9900", "plan": "pro"},
+    )
+    assert group.traits == {"createdAt": "2021-03-15T08:00:00.000Z", "mrr": 9900, "plan": "pro"}
+    identify = accept(type="identify", userId="u", traits={"created_at": 1700000000000})
+    assert identify.traits == {"created_at": "2023-11-14T22:13:20.000Z"}
+    assert accept(type="group", userId="u", groupId="g", traits={"mrr": "99.5"}).traits == {
+        "mrr": 99.5
+    }
+
+
+def test_traits_that_cannot_be_normalised_are_kept_and_reported() -> None:
+    message = accept(
+        type="group",
+        userId="u",
+        groupId="g",
+        traits={"createdAt": "last tuesday", "mrr": "lots", "name": None},
+    )
+    assert message.traits == {"createdAt": "last tuesday", "mrr": "lots", "name": None}
+    assert message.notes == (TRAIT_NOT_NORMALISED, TRAIT_NOT_NORMALISED)
+
+
+def test_python_values_are_made_json_as_analytics_python_does() -> None:
+    message = accept(
+        type="track",
+        userId="u",
+        event="E",
+        properties={
+            "when": datetime(2026, 1, 1, tzinfo=UTC),
+            "day": date(2026, 1, 2),
+            "price": Decimal("9.99"),
+            "id": uuid.UUID(int=1),
+            "tags": ("a", "b"),
+            3: "numeric key",
+        },
+    )
+    assert message.payload["properties"] == {
+        "when": "2026-01-01T00:00:00+00:00",
+        "day": "2026-01-02",
+        "price": 9.99,
+        "id": "00000000-0000-0000-0000-000000000001",
+        "tags": ["a", "b"],
+        "3": "numeric key",
+    }
+
+
+def test_write_keys_are_never_kept() -> None:
+    assert "writeKey" not in accept(type="track", userId="u", event="E", writeKey="s3cret").payload
+
+
+def test_odd_unicode_is_kept_intact() -> None:
+    name = "Ünïcödé 🎉 \u200b مرحبا"
+    message = accept(type="track", userId="用户", event=name)
+    assert (message.user_id, message.name) == ("用户", name)
+
+
+def test_payload_keeps_the_whole_message_normalised() -> None:
+    message = accept(
+        type="track",
+        userId=5,
+        event="E",
+        properties={"a": 1},
+        context={"ip": "1.2.3.4"},
+        timestamp=1768469400,
+    )
+    assert message.payload == {
+        "type": "track",
+        "userId": "5",
+        "event": "E",
+        "properties": {"a": 1},
+        "context": {"ip": "1.2.3.4"},
+        "timestamp": "2026-01-15T09:30:00.000Z",
+        "messageId": message.message_id,
+        "receivedAt": "2026-11-28T12:00:00.000Z",
+    }
