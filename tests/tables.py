@@ -63,3 +63,19 @@ def outbox_size(url: str) -> int:
 
 def table_count(url: str, table: Any) -> int:
     return int(_rows(url, select(func.count()).select_from(table))[0][0])
+
+
+def anonymous_memberships(url: str) -> set[tuple[str, str]]:
+    rows = _rows(url, select(schema.anonymous_memberships))
+    return {(r.anonymous_id, r.group_id) for r in rows}
+
+
+def wipe(url: str) -> None:
+    """Empty every accoil_ table (the schema stays)."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in reversed(schema.metadata.sorted_tables):
+                conn.execute(table.delete())
+    finally:
+        engine.dispose()

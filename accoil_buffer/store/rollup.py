@@ -93,8 +93,8 @@ def _fold_chunk(
         return 0
     chunk = and_(o.c.folded_at.is_(None), o.c.id <= hi)
     _link_identities(database, conn, chunk, now)
-    _move_linked_anonymous_data(database, conn, now)
     _fold_traits(database, conn, chunk, now)
+    _move_linked_anonymous_data(database, conn, now)
     _fold_memberships(database, conn, chunk, now)
     _fold_counts(database, conn, chunk, now)
     if settings.outbox_retention > timedelta(0):
@@ -121,13 +121,16 @@ def _link_identities(
     ranked = select(
         candidates.c.anonymous_id,
         candidates.c.user_id,
+        candidates.c.id,
         func.row_number()
         .over(partition_by=candidates.c.anonymous_id, order_by=candidates.c.id)
         .label("rank"),
     ).subquery()
     stmt = database.insert(links).from_select(
-        ["anonymous_id", "user_id", "linked_at"],
-        select(ranked.c.anonymous_id, ranked.c.user_id, _now(now)).where(ranked.c.rank == 1),
+        ["anonymous_id", "user_id", "linked_at", "outbox_id"],
+        select(ranked.c.anonymous_id, ranked.c.user_id, _now(now), ranked.c.id).where(
+            ranked.c.rank == 1
+        ),
     )
     conn.execute(stmt.on_conflict_do_nothing(index_elements=[links.c.anonymous_id]))
 
@@ -168,17 +171,6 @@ def _move_linked_anonymous_data(database: Database, conn: Connection, now: datet
     )
 
     at = schema.anonymous_traits
-    moved = conn.execute(
-        select(links.c.user_id, at.c.traits, at.c.last_timestamp)
-        .select_from(at.join(links, links.c.anonymous_id == at.c.anonymous_id))
-        .order_by(at.c.last_timestamp)
-    )
-    patches: dict[str, _Patch] = {}
-    for user_id, traits, timestamp in moved:
-        patches.setdefault(user_id, _Patch()).add(traits, timestamp)
-    # The user's own traits win over what the anonymous visitor had.
-    _merge_versioned(database, conn, schema.users, patches, now, under_existing=True)
-
     for table in (ac, am, at):
         conn.execute(
             delete(table).where(exists().where(links.c.anonymous_id == table.c.anonymous_id))
@@ -188,30 +180,60 @@ def _move_linked_anonymous_data(database: Database, conn: Connection, now: datet
 def _fold_traits(
     database: Database, conn: Connection, chunk: ColumnElement[bool], now: datetime
 ) -> None:
+    """Merge identify/group traits, chunk boundaries notwithstanding.
+
+    What an anonymous id said before its link is its pool; at the link the pool fills gaps
+    under the user's own traits (earlier links first), and after the link the anonymous id
+    speaks for the user.
+    """
+    users: dict[str, _Patch] = {}
+    anonymous: dict[str, _Patch] = {}
+    accounts: dict[str, _Patch] = {}
+    pools: dict[str, _Pool] = {}
+    at = schema.anonymous_traits
+    newly_linked = conn.execute(
+        select(
+            at.c.anonymous_id, links.c.user_id, links.c.outbox_id, at.c.traits, at.c.last_timestamp
+        ).select_from(at.join(links, links.c.anonymous_id == at.c.anonymous_id))
+    )
+    for anonymous_id, user_id, link_id, traits, timestamp in newly_linked:
+        pools[anonymous_id] = _Pool(user_id=user_id, link_id=link_id)
+        pools[anonymous_id].add(traits, timestamp)
     rows = conn.execute(
         select(
+            o.c.id,
             o.c.type,
-            _subject.label("subject"),
+            o.c.user_id,
             o.c.anonymous_id,
             o.c.group_id,
             o.c.traits,
             o.c.timestamp,
+            links.c.user_id.label("linked_user_id"),
+            links.c.outbox_id,
         )
         .select_from(_linked_outbox)
         .where(chunk, o.c.type.in_(("identify", "group")))
         .order_by(o.c.id)
     )
-    users: dict[str, _Patch] = {}
-    anonymous: dict[str, _Patch] = {}
-    accounts: dict[str, _Patch] = {}
-    for kind, subject, anonymous_id, group_id, traits, timestamp in rows:
-        if kind == "group":
-            accounts.setdefault(group_id, _Patch()).add(traits, timestamp)
-        elif subject is not None:
-            users.setdefault(subject, _Patch()).add(traits, timestamp)
+    for row in rows:
+        target: _Patch
+        if row.type == "group":
+            target = accounts.setdefault(row.group_id, _Patch())
+        elif row.user_id is not None:
+            target = users.setdefault(row.user_id, _Patch())
+        elif row.linked_user_id is None:
+            target = anonymous.setdefault(row.anonymous_id, _Patch())
+        elif row.id > row.outbox_id:
+            target = users.setdefault(row.linked_user_id, _Patch())
         else:
-            anonymous.setdefault(anonymous_id, _Patch()).add(traits, timestamp)
-    _merge_versioned(database, conn, schema.users, users, now)
+            target = pools.setdefault(
+                row.anonymous_id, _Pool(user_id=row.linked_user_id, link_id=row.outbox_id)
+            )
+        target.add(row.traits, row.timestamp)
+    under: dict[str, list[_Patch]] = {}
+    for pool in sorted(pools.values(), key=lambda p: p.link_id):
+        under.setdefault(pool.user_id, []).append(pool)
+    _merge_versioned(database, conn, schema.users, users, now, under=under)
     _merge_versioned(database, conn, schema.accounts, accounts, now)
     _merge_anonymous(database, conn, anonymous, now)
 
@@ -333,6 +355,14 @@ class _Patch:
         self.timestamp = timestamp if self.timestamp is None else max(self.timestamp, timestamp)
 
 
+@dataclass
+class _Pool(_Patch):
+    """What an anonymous id said before ``link_id``, the outbox row that linked it to a user."""
+
+    user_id: str = ""
+    link_id: int = 0
+
+
 def _existing_traits(
     conn: Connection, table: Table, keys: Iterable[str]
 ) -> dict[str, dict[str, Any]]:
@@ -352,19 +382,27 @@ def _merge_versioned(
     patches: Mapping[str, _Patch],
     now: datetime,
     *,
-    under_existing: bool = False,
+    under: Mapping[str, list[_Patch]] | None = None,
 ) -> None:
-    """Merge traits into users or accounts; a row whose traits change gets a new version."""
-    if not patches:
+    """Merge ``patches`` over, then each of ``under`` beneath, the traits of users or accounts;
+    a row whose traits change gets a new version."""
+    under = under or {}
+    keys = set(patches) | set(under)
+    if not keys:
         return
     key = table.primary_key.columns.values()[0]
-    existing = _existing_traits(conn, table, patches)
+    existing = _existing_traits(conn, table, keys)
     rows = []
-    for name, patch in sorted(patches.items()):
+    for name in sorted(keys):
         old = existing.get(name)
-        merged = (
-            {**patch.traits, **(old or {})} if under_existing else {**(old or {}), **patch.traits}
-        )
+        merged = {**(old or {})}
+        timestamps = []
+        if name in patches:
+            merged.update(patches[name].traits)
+            timestamps.append(patches[name].timestamp)
+        for pool in under.get(name, ()):
+            merged = {**pool.traits, **merged}
+            timestamps.append(pool.timestamp)
         if old is not None and merged == old:
             continue
         rows.append(
@@ -372,7 +410,7 @@ def _merge_versioned(
                 key.name: name,
                 "traits": merged,
                 "traits_version": 1,
-                "last_timestamp": patch.timestamp,
+                "last_timestamp": max(t for t in timestamps if t is not None),
                 "first_seen_at": now,
                 "updated_at": now,
                 "pending_since": now,

@@ -181,6 +181,7 @@ identity_links = Table(
     Column("anonymous_id", ID, primary_key=True),
     Column("user_id", ID, nullable=False, index=True),
     Column("linked_at", UTCDateTime, nullable=False),
+    Column("outbox_id", BigInteger, nullable=False, comment="the outbox row that made the link"),
     comment="anonymousId/previousId -> userId; the first link of an id wins.",
 )
 

@@ -113,6 +113,12 @@ def upgrade() -> None:
         sa.Column("anonymous_id", sa.String(length=255), nullable=False),
         sa.Column("user_id", sa.String(length=255), nullable=False),
         sa.Column("linked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "outbox_id",
+            sa.BigInteger(),
+            nullable=False,
+            comment="the outbox row that made the link",
+        ),
         sa.PrimaryKeyConstraint("anonymous_id", name=op.f("pk_accoil_identity_links")),
         comment="anonymousId/previousId -> userId; the first link of an id wins.",
     )
