@@ -35,8 +35,10 @@ class Model:
         self.seen.add(message["messageId"])
         if not is_deliverable(message.get("integrations")):
             return
-        kind, user, anonymous = message["type"], message.get("userId"), message.get("anonymousId")
-        subject = user or self.links.get(anonymous or "")
+        kind = message["type"]
+        user: str = message.get("userId") or ""
+        anonymous: str = message.get("anonymousId") or ""
+        subject = user or self.links.get(anonymous, "")
         if kind == "alias":
             self._link(message["previousId"], user)
         elif kind == "identify":
