@@ -7,17 +7,10 @@ looks at ``accoil_``-prefixed tables (the buffer may share an app's database).
 
 from __future__ import annotations
 
-from typing import Any
-
 from alembic import context
 
-from accoil_buffer.store.migrate import VERSION_TABLE
+from accoil_buffer.store.migrate import VERSION_TABLE, include_name
 from accoil_buffer.store.schema import metadata
-
-
-def include_name(name: str | None, type_: str, _parent: Any) -> bool:
-    return type_ != "table" or bool(name and name.startswith("accoil_"))
-
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection
 
 from accoil_buffer.errors import SchemaError
@@ -19,6 +20,13 @@ from accoil_buffer.store.engine import Database
 
 VERSION_TABLE = "accoil_alembic_version"
 _PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def include_name(name: str | None, type_: str, _parent: object) -> bool:
+    """Only our own tables: the buffer may share an application's database."""
+    if type_ != "table":
+        return True
+    return bool(name and name.startswith("accoil_") and name != VERSION_TABLE)
 
 
 def script_location() -> Path:
@@ -42,6 +50,13 @@ def head_revision() -> str:
     return head
 
 
+def _is_known(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(_alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def current_revision(connection: Connection) -> str | None:
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return context.get_current_revision()
@@ -61,8 +76,7 @@ def ensure_schema(database: Database, *, auto_migrate: bool) -> None:
     head = head_revision()
     if current == head:
         return
-    script = ScriptDirectory.from_config(_alembic_config())
-    if current is not None and script.get_revision(current) is None:
+    if current is not None and not _is_known(current):
         raise SchemaError(
             f"the database schema is at revision {current}, which this version of "
             "accoil-buffer does not know: it was migrated by a newer version; upgrade accoil-buffer"

@@ -1,0 +1,156 @@
+"""The ``accoil-buffer`` command, run as a subprocess the way a person runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from accoil_buffer.cli import MAX_LINE_BYTES
+from tests import tables
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "events.jsonl"
+
+
+def run(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
+    environment.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "accoil_buffer", *args],
+        input=stdin,
+        capture_output=True,
+        env=environment,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+
+
+def test_import_the_example_and_read_the_status(database_url: str) -> None:
+    imported = run("import", str(EXAMPLES), "--database-url", database_url)
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 8 messages (0 duplicates, 1 filtered by integrations)" in imported.stdout
+    today = datetime.now(UTC).date()
+    counts = tables.counts(database_url)
+    assert counts[today, "u1", "track", "Report Created"] == 2
+    assert counts[today, "u1", "track", "Viewed Pricing"] == 1  # the anonymous event, aliased
+    status = run("status", "--json", "--database-url", database_url)
+    assert status.returncode == 0, status.stderr
+    document = json.loads(status.stdout)
+    assert document["pending"]["occurrences"] == 5
+    assert document["drops"] == {"filtered_integrations": 1}
+    human = run("status", "--database-url", database_url)
+    assert "5 occurrences" in human.stdout
+    assert "filtered_integrations 1" in human.stdout
+
+
+def test_import_reports_bad_lines_by_number_and_keeps_the_rest(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    lines = [
+        b'{"type": "track", "userId": "u1", "event": "Good"}',
+        b"{not json",
+        b"",
+        b'{"type": "track", "event": "No user"}',
+        b"\xff\xfe",
+        b'"just a string"',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"type": "track", "userId": "u1", "event": "Good"}',
+    ]
+    result = run("import", "-", "--database-url", url, stdin=b"\n".join(lines) + b"\n")
+    assert result.returncode == 1
+    reported = [line.split(":")[0] for line in result.stderr.splitlines()]
+    assert reported == ["line 2", "line 4", "line 5", "line 6", "line 7"]
+    assert "line 4: userId: is required" in result.stderr
+    assert "imported 2 messages" in result.stdout
+    assert sum(tables.counts(url).values()) == 2
+
+
+def test_import_skips_an_overlong_line_without_reading_it_whole(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    huge = b'{"type": "track", "userId": "u1", "event": "' + b"x" * (MAX_LINE_BYTES * 3) + b'"}'
+    good = b'{"type": "track", "userId": "u1", "event": "After"}'
+    result = run("import", "-", "--database-url", url, stdin=huge + b"\n" + good + b"\n")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"line 1: line is longer than {MAX_LINE_BYTES} bytes")
+    assert list(tables.counts(url).values()) == [1]
+
+
+def test_migrate_then_status_with_auto_migrate_off(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    refused = run("status", "--database-url", url, env={"ACCOIL_BUFFER_AUTO_MIGRATE": "false"})
+    assert refused.returncode == 1
+    assert "run `accoil-buffer migrate`" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    migrated = run("migrate", "--database-url", url)
+    assert migrated.returncode == 0
+    assert "(head)" in migrated.stdout
+    assert (
+        run("status", "--database-url", url, env={"ACCOIL_BUFFER_AUTO_MIGRATE": "false"}).returncode
+        == 0
+    )
+
+
+def test_configuration_file_environment_and_flags(tmp_path: Path) -> None:
+    (tmp_path / "from-file.db").touch()
+    config = tmp_path / "accoil.toml"
+    config.write_text(
+        f'database_url = "sqlite:///{tmp_path / "from-file.db"}"\n'
+        'api_key = "file-key-must-not-show"\n'
+    )
+    by_file = run("import", str(EXAMPLES), "--config", str(config))
+    assert by_file.returncode == 0, by_file.stderr
+    assert tables.outbox_size(f"sqlite:///{tmp_path / 'from-file.db'}") == 0
+    env_url = f"sqlite:///{tmp_path / 'from-env.db'}"
+    by_env = run(
+        "import",
+        str(EXAMPLES),
+        env={"ACCOIL_BUFFER_CONFIG": str(config), "ACCOIL_BUFFER_DATABASE_URL": env_url},
+    )
+    assert by_env.returncode == 0, by_env.stderr
+    assert tables.counts(env_url)
+    flag_url = f"sqlite:///{tmp_path / 'from-flag.db'}"
+    by_flag = run(
+        "import",
+        str(EXAMPLES),
+        "--database-url",
+        flag_url,
+        env={"ACCOIL_BUFFER_DATABASE_URL": env_url},
+    )
+    assert by_flag.returncode == 0
+    assert tables.counts(flag_url)
+    for result in (by_file, by_env, by_flag):
+        assert "file-key-must-not-show" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("databse_url = 'x'\n", "unknown configuration key(s): databse_url"),
+        ("flush_interval_seconds = 'soon'\n", "flush_interval_seconds has an invalid value"),
+        ("this is not toml", "is not valid TOML"),
+        ("database_url = 'mysql://x'\n", "database_url must be sqlite:/// or postgresql://"),
+    ],
+)
+def test_bad_configuration_is_one_clear_line(tmp_path: Path, content: str, words: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(content)
+    result = run("status", "--config", str(config))
+    assert result.returncode == 1
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_default_database_is_a_private_file_in_the_working_directory(tmp_path: Path) -> None:
+    result = run("import", str(EXAMPLES), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "accoil_buffer.db").stat().st_mode & 0o777 == 0o600

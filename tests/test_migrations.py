@@ -1,0 +1,94 @@
+"""Alembic migrations: from empty to head on both databases, equal to the models."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Integer, MetaData, Table, create_engine, inspect, text
+
+from accoil_buffer import Buffer, Config, SchemaError
+from accoil_buffer.store.engine import Database
+from accoil_buffer.store.migrate import (
+    VERSION_TABLE,
+    current_revision,
+    head_revision,
+    include_name,
+    upgrade,
+)
+from accoil_buffer.store.schema import metadata
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    url: str = request.getfixturevalue("empty_postgres_database")
+    return url
+
+
+def _app_table(url: str) -> None:
+    """An application's own table, which the buffer must leave alone."""
+    engine = create_engine(url)
+    app = MetaData()
+    Table("orders", app, Column("id", Integer, primary_key=True))
+    app.create_all(engine)
+    engine.dispose()
+
+
+def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
+    _app_table(empty_url)
+    database = Database.open(Config(database_url=empty_url))
+    upgrade(database)
+    with database.engine.connect() as conn:
+        assert current_revision(conn) == head_revision()
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": include_name}
+        )
+        assert compare_metadata(context, metadata) == []
+        names = set(inspect(conn).get_table_names())
+    database.dispose()
+    assert {t.name for t in metadata.sorted_tables} | {VERSION_TABLE, "orders"} == names
+
+
+def test_upgrade_is_idempotent_and_safe_to_run_concurrently(empty_url: str) -> None:
+    database = Database.open(Config(database_url=empty_url))
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            upgrade(database)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    upgrade(database)
+    with database.engine.connect() as conn:
+        assert current_revision(conn) == head_revision()
+    database.dispose()
+    assert errors == []
+
+
+def test_a_schema_behind_head_is_refused_when_auto_migrate_is_off(empty_url: str) -> None:
+    with pytest.raises(SchemaError) as info:
+        Buffer(empty_url, start=False, auto_migrate=False)
+    assert "accoil-buffer migrate" in str(info.value)
+    with Buffer(empty_url, start=False) as buf:  # auto_migrate defaults to true
+        buf.track("u1", "E")
+
+
+def test_a_schema_from_a_newer_version_is_refused(empty_url: str) -> None:
+    database = Database.open(Config(database_url=empty_url))
+    upgrade(database)
+    with database.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = 'fffffffff'"))
+    database.dispose()
+    with pytest.raises(SchemaError, match="newer version"):
+        Buffer(empty_url, start=False)

@@ -1,0 +1,32 @@
+"""Programs the multi-process tests start: ``python -m tests.workers COMMAND URL ...``."""
+
+from __future__ import annotations
+
+import sys
+
+from accoil_buffer import Buffer
+
+
+def write(url: str, prefix: str, n: int) -> None:
+    """Record ``n`` track calls, one transaction each, folding every 250."""
+    with Buffer(url, start=False) as buf:
+        for i in range(n):
+            buf.track(f"{prefix}-{i % 10}", "E", message_id=f"{prefix}-{i}")
+            if i % 250 == 0:
+                buf.flush()
+
+
+def fold(url: str, batch_size: int) -> None:
+    with Buffer(url, start=False, fold_batch_size=batch_size) as buf:
+        print("folding", flush=True)
+        buf.flush()
+
+
+if __name__ == "__main__":
+    command, url, *rest = sys.argv[1:]
+    if command == "write":
+        write(url, rest[0], int(rest[1]))
+    elif command == "fold":
+        fold(url, int(rest[0]))
+    else:
+        raise SystemExit(f"unknown command {command}")
