@@ -24,6 +24,14 @@ from accoil_buffer.store.migrate import ensure_schema
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 T = TypeVar("T")
+# analytics-python's argument names -> Segment's field names (the rest are the same).
+_SEGMENT_FIELDS = {
+    "user_id": "userId",
+    "anonymous_id": "anonymousId",
+    "group_id": "groupId",
+    "previous_id": "previousId",
+    "message_id": "messageId",
+}
 
 
 def utc_now() -> datetime:
@@ -120,17 +128,7 @@ class Buffer:
         *,
         connection: Connection | None = None,
     ) -> str:
-        return self._call(
-            "identify",
-            connection,
-            userId=user_id,
-            traits=traits,
-            context=context,
-            timestamp=timestamp,
-            anonymousId=anonymous_id,
-            integrations=integrations,
-            messageId=message_id,
-        )
+        return self._call("identify", locals())
 
     def group(
         self,
@@ -145,18 +143,7 @@ class Buffer:
         *,
         connection: Connection | None = None,
     ) -> str:
-        return self._call(
-            "group",
-            connection,
-            userId=user_id,
-            groupId=group_id,
-            traits=traits,
-            context=context,
-            timestamp=timestamp,
-            anonymousId=anonymous_id,
-            integrations=integrations,
-            messageId=message_id,
-        )
+        return self._call("group", locals())
 
     def track(
         self,
@@ -171,18 +158,7 @@ class Buffer:
         *,
         connection: Connection | None = None,
     ) -> str:
-        return self._call(
-            "track",
-            connection,
-            userId=user_id,
-            event=event,
-            properties=properties,
-            context=context,
-            timestamp=timestamp,
-            anonymousId=anonymous_id,
-            integrations=integrations,
-            messageId=message_id,
-        )
+        return self._call("track", locals())
 
     def page(
         self,
@@ -198,19 +174,7 @@ class Buffer:
         *,
         connection: Connection | None = None,
     ) -> str:
-        return self._call(
-            "page",
-            connection,
-            userId=user_id,
-            category=category,
-            name=name,
-            properties=properties,
-            context=context,
-            timestamp=timestamp,
-            anonymousId=anonymous_id,
-            integrations=integrations,
-            messageId=message_id,
-        )
+        return self._call("page", locals())
 
     def screen(
         self,
@@ -226,19 +190,7 @@ class Buffer:
         *,
         connection: Connection | None = None,
     ) -> str:
-        return self._call(
-            "screen",
-            connection,
-            userId=user_id,
-            category=category,
-            name=name,
-            properties=properties,
-            context=context,
-            timestamp=timestamp,
-            anonymousId=anonymous_id,
-            integrations=integrations,
-            messageId=message_id,
-        )
+        return self._call("screen", locals())
 
     def alias(
         self,
@@ -251,16 +203,7 @@ class Buffer:
         *,
         connection: Connection | None = None,
     ) -> str:
-        return self._call(
-            "alias",
-            connection,
-            previousId=previous_id,
-            userId=user_id,
-            context=context,
-            timestamp=timestamp,
-            integrations=integrations,
-            messageId=message_id,
-        )
+        return self._call("alias", locals())
 
     # --- Segment-format messages -----------------------------------------------------------
 
@@ -342,9 +285,13 @@ class Buffer:
     def _margin(self) -> timedelta:
         return timedelta(seconds=self.config.future_timestamp_margin_seconds)
 
-    def _call(self, kind: str, connection: Connection | None, **fields: Any) -> str:
-        message = {"type": kind, **{k: v for k, v in fields.items() if v is not None}}
-        return self.ingest(message, connection=connection)
+    def _call(self, kind: str, arguments: Mapping[str, Any]) -> str:
+        """Build the Segment message from a call method's arguments (its ``locals()``)."""
+        message = {"type": kind}
+        for name, value in arguments.items():
+            if value is not None and name not in {"self", "connection"}:
+                message[_SEGMENT_FIELDS.get(name, name)] = value
+        return self.ingest(message, connection=arguments["connection"])
 
     def _append(
         self, messages: list[Message], connection: Connection | None
