@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
+import httpx
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from accoil_buffer.accoil_api import AccoilClient
 from accoil_buffer.config import Config, load_config
-from accoil_buffer.errors import InvalidMessage, StorageError
+from accoil_buffer.delivery import Delivery, DeliveryReport, DeliverySettings
+from accoil_buffer.errors import ConfigError, InvalidMessage, StorageError
 from accoil_buffer.messages import Message, normalise
 from accoil_buffer.scheduler import Scheduler
-from accoil_buffer.store import outbox, report, rollup
+from accoil_buffer.store import deliveries, outbox, report, rollup
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import ensure_schema
 
@@ -58,9 +62,17 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class FlushReport:
+    """What a pass did: the fold, and delivery (``None`` when no API key is set)."""
+
     folded: int
     pruned_anonymous_events: int
     pruned_anonymous_profiles: int
+    delivery: DeliveryReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        """False when delivery met a failure or left work undone."""
+        return self.delivery is None or (self.delivery.failure is None and self.delivery.complete)
 
 
 class Buffer:
@@ -80,6 +92,7 @@ class Buffer:
         config: Config | None = None,
         start: bool = True,
         clock: Clock = utc_now,
+        transport: httpx.BaseTransport | None = None,
         **settings: Any,
     ) -> None:
         explicit = {
@@ -107,6 +120,27 @@ class Buffer:
             dedupe_window=timedelta(hours=config.dedupe_window_hours),
             anonymous_ttl=timedelta(days=config.anonymous_ttl_days),
         )
+        self._delivery: Delivery | None = None
+        self._client: AccoilClient | None = None
+        if config.api_key:
+            self._client = AccoilClient(
+                config.api_key,
+                config.endpoint,
+                transport=transport,
+                timeout=config.request_timeout_seconds,
+                max_connections=config.max_in_flight,
+            )
+            self._delivery = Delivery(
+                self._database,
+                self._client,
+                DeliverySettings(
+                    max_in_flight=config.max_in_flight,
+                    max_backoff=timedelta(seconds=config.max_backoff_seconds),
+                ),
+                clock,
+            )
+        else:
+            log.warning("no api_key is set: events are buffered, delivery to Accoil is off")
         self._closed = False
         self._wrote = False  # close() folds only if this instance appended something
         self._scheduler: Scheduler | None = None
@@ -234,27 +268,45 @@ class Buffer:
     # --- Work and state --------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> FlushReport:
-        """Fold the outbox now (delivery joins in a later version). ``timeout`` is reserved for
-        delivery; folding is bounded by the outbox size."""
-        del timeout
-        result = self._guard(
-            lambda: rollup.fold(self._database, self._fold_settings, self._clock())
-        )
-        return FlushReport(
-            result.folded, result.pruned_anonymous_events, result.pruned_anonymous_profiles
-        )
+        """Fold the outbox and deliver now, even during a backoff. With ``timeout`` (seconds),
+        no new message is sent once it has passed; what is left waits for the next pass."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._pass(force=True, deadline=deadline)
 
     def status(self) -> dict[str, Any]:
         """Pending work, anonymous data and drops, as ``accoil-buffer status --json`` prints."""
 
         def read() -> dict[str, Any]:
             with self._database.engine.connect() as conn:
-                return report.status(conn, self._clock())
+                document = report.status(conn, self._clock())
+            document["delivery"] = {
+                "enabled": self._client is not None,
+                "endpoint": None if self._client is None else self._client.url,
+                **document["delivery"],
+            }
+            return document
 
         return self._guard(read)
 
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Messages Accoil refused (400, 413, other 4xx) and not yet replayed."""
+
+        def read() -> list[dict[str, Any]]:
+            with self._database.engine.connect() as conn:
+                return deliveries.dead_letters(conn)
+
+        return self._guard(read)
+
+    def replay_dead_letters(self, ids: Collection[int] | None = None) -> tuple[int, int]:
+        """Send dead letters (all, or those ``ids``) again; returns (accepted, refused)."""
+        if self._delivery is None:
+            raise ConfigError("replaying dead letters needs an api_key")
+        delivery = self._delivery
+        return self._guard(lambda: delivery.replay(ids))
+
     def close(self) -> None:
-        """Stop the scheduler, fold what this instance wrote, release the database. Idempotent."""
+        """Stop the scheduler, fold what this instance wrote, release the database. Idempotent.
+        What is not yet delivered stays in the database for the next pass."""
         if self._closed:
             return
         self._closed = True
@@ -262,10 +314,12 @@ class Buffer:
             self._scheduler.shutdown()
         try:
             if self._wrote:
-                self.flush()
+                self._guard(lambda: rollup.fold(self._database, self._fold_settings, self._clock()))
         except StorageError:
             log.exception("could not fold the outbox at close; the messages stay in the outbox")
         finally:
+            if self._client is not None:
+                self._client.close()
             self._database.dispose()
 
     def __enter__(self) -> Buffer:
@@ -308,7 +362,22 @@ class Buffer:
         return result
 
     def _scheduled_pass(self) -> None:
-        self.flush()
+        self._pass(force=False, deadline=None)
+
+    def _pass(self, *, force: bool, deadline: float | None) -> FlushReport:
+        folded = self._guard(
+            lambda: rollup.fold(self._database, self._fold_settings, self._clock())
+        )
+        delivered = None
+        if self._delivery is not None:
+            delivery = self._delivery
+            delivered = self._guard(lambda: delivery.run(force=force, deadline=deadline))
+        return FlushReport(
+            folded.folded,
+            folded.pruned_anonymous_events,
+            folded.pruned_anonymous_profiles,
+            delivered,
+        )
 
     def _guard(self, work: Callable[[], T]) -> T:
         try:

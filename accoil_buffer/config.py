@@ -47,6 +47,9 @@ class Config:
     fold_batch_size: int = 10_000
     sqlite_synchronous: SqliteSynchronous = "FULL"
     sqlite_busy_timeout_seconds: float = 30.0
+    max_in_flight: int = 8
+    request_timeout_seconds: float = 10.0
+    max_backoff_seconds: float = 300.0
     server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
@@ -55,6 +58,9 @@ class Config:
             "anonymous_ttl_days",
             "fold_batch_size",
             "sqlite_busy_timeout_seconds",
+            "max_in_flight",
+            "request_timeout_seconds",
+            "max_backoff_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -31,7 +31,7 @@ class Clock:
     """A clock the test moves by hand."""
 
     def __init__(self, start: datetime = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)) -> None:
-        self.now = start
+        self.start = self.now = start
 
     def __call__(self) -> datetime:
         return self.now

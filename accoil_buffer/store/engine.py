@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, Select, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -26,6 +26,7 @@ from accoil_buffer.config import Config
 from accoil_buffer.errors import ConfigError
 
 T = TypeVar("T")
+T_row = TypeVar("T_row", bound=tuple[Any, ...])
 Insert = sqlite.Insert | postgresql.Insert
 # Keys of PostgreSQL advisory locks taken by accoil-buffer ("accoil" in ASCII, then a role).
 FOLD_LOCK = 0x6163636F696C_01
@@ -53,6 +54,11 @@ class Database:
     def insert(self, table: Table) -> Insert:
         """An INSERT with ``on_conflict_do_update``/``do_nothing`` for this dialect."""
         return (postgresql.insert if self.is_postgresql else sqlite.insert)(table)
+
+    def skip_locked(self, query: Select[T_row]) -> Select[T_row]:
+        """Let concurrent claimers pass over each other's rows: ``FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL; SQLite needs nothing, as ``BEGIN IMMEDIATE`` already serialises claims."""
+        return query.with_for_update(skip_locked=True) if self.is_postgresql else query
 
     @contextmanager
     def write(self, connection: Connection | None = None) -> Iterator[Connection]:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from accoil_buffer.messages import format_timestamp
-from accoil_buffer.store import schema
+from accoil_buffer.store import deliveries, schema
 
 
 def status(conn: Connection, now: datetime) -> dict[str, Any]:
@@ -70,6 +70,25 @@ def status(conn: Connection, now: datetime) -> dict[str, Any]:
         if oldest is None
         else round((now - oldest).total_seconds(), 3),
         "drops": {reason: int(n) for reason, n in drops.items()},
+        "delivery": _delivery(conn),
+    }
+
+
+def _delivery(conn: Connection) -> dict[str, Any]:
+    state = deliveries.state(conn)
+    dead = conn.scalar(
+        select(func.count())
+        .select_from(schema.dead_letters)
+        .where(schema.dead_letters.c.replayed_at.is_(None))
+    )
+    moments = ("last_success_at", "last_failure_at", "offline_since", "next_attempt_at")
+    return {
+        **{name: _iso(state[name]) for name in moments},
+        "last_error": state["last_error"],
+        "paused_reason": state["paused_reason"],
+        "consecutive_failures": state["consecutive_failures"],
+        "delivered_total": int(state["delivered_total"]),
+        "dead_letters": int(dead or 0),
     }
 
 

@@ -6,6 +6,7 @@ Column comments here are the reference for the README's table guide.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -59,6 +60,15 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 EVENT_KIND_CHECK = "kind IN ('track', 'page', 'screen')"
 
+
+def claim_columns() -> list[Column[Any]]:
+    """A delivery claim: which flusher holds the row, and until when (a lease that expires)."""
+    return [
+        Column("claimed_by", String(64), comment="the flusher sending this row now"),
+        Column("claimed_until", UTCDateTime, comment="the claim lapses after this"),
+    ]
+
+
 outbox = Table(
     "accoil_outbox",
     metadata,
@@ -99,6 +109,7 @@ users = Table(
     Column("first_seen_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("pending_since", UTCDateTime, comment="when undelivered changes began; null if none"),
+    *claim_columns(),
     comment="One row per identified user, traits merged as Segment merges them.",
 )
 
@@ -113,6 +124,7 @@ accounts = Table(
     Column("first_seen_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("pending_since", UTCDateTime),
+    *claim_columns(),
     comment="One row per account (Segment group), traits merged.",
 )
 
@@ -124,6 +136,7 @@ memberships = Table(
     Column("last_timestamp", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, comment="null until Accoil has it"),
+    *claim_columns(),
     comment="Which users belong to which accounts.",
 )
 
@@ -138,6 +151,7 @@ daily_counts = Table(
     Column("delivered_count", BigInteger, nullable=False, server_default="0"),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("pending_since", UTCDateTime),
+    *claim_columns(),
     CheckConstraint(EVENT_KIND_CHECK, name="kind"),
     comment="Accoil's model: occurrences per (UTC day, user, kind, name).",
 )
@@ -192,4 +206,33 @@ drops = Table(
     Column("reason", String(64), primary_key=True),
     Column("count", BigInteger, nullable=False),
     comment="Every drop, filter, prune or correction, counted per day and reason.",
+)
+
+dead_letters = Table(
+    "accoil_dead_letters",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", ID, nullable=False, comment="the deterministic messageId sent"),
+    Column("type", String(16), nullable=False),
+    Column("payload", JSON, nullable=False, comment="the exact body sent to Accoil"),
+    Column("status", Integer, comment="Accoil's HTTP status"),
+    Column("response", String(2000), comment="the start of Accoil's answer"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("replayed_at", UTCDateTime, comment="set when a replay was accepted"),
+    comment="Messages Accoil refused (400, 413, other 4xx); listed and replayed from the CLI.",
+)
+
+delivery_state = Table(
+    "accoil_delivery_state",
+    metadata,
+    Column("id", Integer, primary_key=True, comment="always 1"),
+    Column("consecutive_failures", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime, comment="scheduled passes wait until then"),
+    Column("offline_since", UTCDateTime, comment="first failure of the current outage"),
+    Column("paused_reason", String(200), comment="set on 401/403: delivery waits for a new key"),
+    Column("last_success_at", UTCDateTime),
+    Column("last_failure_at", UTCDateTime),
+    Column("last_error", String(500)),
+    Column("delivered_total", BigInteger, nullable=False, server_default="0"),
+    comment="How delivery to Accoil is going: one row.",
 )

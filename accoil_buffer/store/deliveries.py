@@ -1,0 +1,276 @@
+"""Claiming what is pending delivery, and recording what Accoil acknowledged (SPEC 4.4, 4.5).
+
+A flusher claims rows by writing its name and a lease expiry into them (one statement:
+``UPDATE … WHERE key IN (SELECT … LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING …``), so N
+flushers share the work and a crashed one's rows come free when its lease lapses. Progress
+is written only for rows the writer still holds, in the transaction that records it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+
+from accoil_buffer.store import schema
+from accoil_buffer.store.engine import Database
+
+CLAIMED_TABLES = (schema.users, schema.accounts, schema.memberships, schema.daily_counts)
+_STATE_ID = 1
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """One claimed row: its key columns, and what the message about it needs."""
+
+    key: tuple[Any, ...]
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """What one wave of answers means for the tables; all lists may be empty."""
+
+    users: Sequence[tuple[str, int]] = ()  # (user_id, version now at Accoil)
+    accounts: Sequence[tuple[str, int]] = ()  # (group_id, version)
+    memberships: Sequence[tuple[str, str]] = ()  # (group_id, user_id)
+    counts: Sequence[tuple[date, str, str, str, int]] = ()  # (key…, delivered_count)
+    dead_letters: Sequence[dict[str, Any]] = ()  # message_id, type, payload, status, response
+
+    @property
+    def delivered(self) -> int:
+        return len(self.users) + len(self.accounts) + len(self.memberships) + len(self.counts)
+
+
+def _pending(table: Table) -> ColumnElement[bool]:
+    c = table.c
+    if table is schema.memberships:
+        return c.delivered_at.is_(None)
+    if table is schema.daily_counts:
+        return c.count > c.delivered_count
+    return c.traits_version > c.delivered_version
+
+
+def claim(
+    database: Database,
+    conn: Connection,
+    table: Table,
+    holder: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+) -> list[Claimed]:
+    """Claim up to ``limit`` pending rows of ``table`` that nobody else holds."""
+    keys = list(table.primary_key.columns)
+    free = or_(
+        table.c.claimed_until.is_(None), table.c.claimed_until < now, table.c.claimed_by == holder
+    )
+    order = table.c.day if table is schema.daily_counts else table.c[keys[0].name]
+    candidates = database.skip_locked(
+        select(*keys).where(_pending(table), free).order_by(order).limit(limit)
+    )
+    chosen = keys[0].in_(candidates) if len(keys) == 1 else tuple_(*keys).in_(candidates)
+    wanted = [c for c in table.c if c.name not in {"claimed_by", "claimed_until"}]
+    rows = conn.execute(
+        update(table)
+        .where(chosen)
+        .values(claimed_by=holder, claimed_until=now + lease)
+        .returning(*wanted)
+    ).mappings()
+    return [Claimed(tuple(row[k.name] for k in keys), dict(row)) for row in rows]
+
+
+def account_traits(conn: Connection, group_ids: Sequence[str]) -> dict[str, tuple[Any, datetime]]:
+    """Current traits and last timestamp of accounts, for membership messages."""
+    a = schema.accounts
+    rows = conn.execute(
+        select(a.c.group_id, a.c.traits, a.c.last_timestamp).where(
+            a.c.group_id.in_(sorted(set(group_ids)))
+        )
+    )
+    return {group_id: (traits, timestamp) for group_id, traits, timestamp in rows}
+
+
+def record(conn: Connection, holder: str, outcomes: Outcomes, now: datetime) -> None:
+    """Advance delivery accounting for rows this holder still claims; store dead letters."""
+    u, a, m, dc = schema.users, schema.accounts, schema.memberships, schema.daily_counts
+    mine = {"holder": holder}
+    for table, rows in ((u, outcomes.users), (a, outcomes.accounts)):
+        if rows:
+            key = table.primary_key.columns.values()[0]
+            conn.execute(
+                update(table)
+                .where(
+                    key == bindparam("k"),
+                    table.c.claimed_by == bindparam("holder"),
+                    table.c.delivered_version < bindparam("v"),
+                )
+                .values(
+                    delivered_version=bindparam("v"),
+                    pending_since=case(
+                        (table.c.traits_version > bindparam("v"), table.c.updated_at), else_=None
+                    ),
+                ),
+                [{"k": k, "v": v, **mine} for k, v in rows],
+            )
+    if outcomes.memberships:
+        conn.execute(
+            update(m)
+            .where(
+                m.c.group_id == bindparam("g"),
+                m.c.user_id == bindparam("u"),
+                m.c.claimed_by == bindparam("holder"),
+            )
+            .values(delivered_at=bindparam("now")),
+            [{"g": g, "u": user, "now": now, **mine} for g, user in outcomes.memberships],
+        )
+    if outcomes.counts:
+        conn.execute(
+            update(dc)
+            .where(
+                dc.c.day == bindparam("d"),
+                dc.c.user_id == bindparam("u"),
+                dc.c.kind == bindparam("kd"),
+                dc.c.name == bindparam("n"),
+                dc.c.claimed_by == bindparam("holder"),
+                dc.c.delivered_count < bindparam("to"),
+            )
+            .values(
+                delivered_count=bindparam("to"),
+                pending_since=case((dc.c.count > bindparam("to"), dc.c.pending_since), else_=None),
+            ),
+            [
+                {"d": d, "u": user, "kd": kind, "n": name, "to": to, **mine}
+                for d, user, kind, name, to in outcomes.counts
+            ],
+        )
+    if outcomes.dead_letters:
+        conn.execute(
+            schema.dead_letters.insert(),
+            [{**letter, "created_at": now} for letter in outcomes.dead_letters],
+        )
+
+
+def release(conn: Connection, holder: str) -> None:
+    """Give up every claim of ``holder`` (the end of a pass, or a pass that stops early)."""
+    for table in CLAIMED_TABLES:
+        conn.execute(
+            update(table)
+            .where(table.c.claimed_by == holder)
+            .values(claimed_by=None, claimed_until=None)
+        )
+
+
+def renew(conn: Connection, holder: str, until: datetime) -> None:
+    """Extend the lease on everything ``holder`` claims (a long pass)."""
+    for table in CLAIMED_TABLES:
+        conn.execute(update(table).where(table.c.claimed_by == holder).values(claimed_until=until))
+
+
+# --- Dead letters -----------------------------------------------------------------------------
+
+
+def dead_letters(conn: Connection, *, include_replayed: bool = False) -> list[dict[str, Any]]:
+    d = schema.dead_letters
+    query = select(d).order_by(d.c.id)
+    if not include_replayed:
+        query = query.where(d.c.replayed_at.is_(None))
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def mark_replayed(conn: Connection, letter_id: int, now: datetime) -> None:
+    d = schema.dead_letters
+    conn.execute(update(d).where(d.c.id == letter_id).values(replayed_at=now))
+
+
+# --- Delivery state ---------------------------------------------------------------------------
+
+
+def state(conn: Connection) -> dict[str, Any]:
+    """The delivery state row, or its defaults before the first pass."""
+    row = (
+        conn.execute(select(schema.delivery_state).where(schema.delivery_state.c.id == _STATE_ID))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return {c.name: None for c in schema.delivery_state.c} | {
+            "id": _STATE_ID,
+            "consecutive_failures": 0,
+            "delivered_total": 0,
+        }
+    return dict(row)
+
+
+def record_success(database: Database, conn: Connection, now: datetime, delivered: int) -> None:
+    s = schema.delivery_state
+    values = {
+        "id": _STATE_ID,
+        "consecutive_failures": 0,
+        "next_attempt_at": None,
+        "offline_since": None,
+        "paused_reason": None,
+        "last_success_at": now,
+        "delivered_total": delivered,
+    }
+    stmt = database.insert(s).values(values)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[s.c.id],
+            set_={
+                **{k: v for k, v in values.items() if k not in {"id", "delivered_total"}},
+                "delivered_total": s.c.delivered_total + delivered,
+            },
+        )
+    )
+
+
+def record_failure(
+    database: Database,
+    conn: Connection,
+    now: datetime,
+    *,
+    error: str,
+    next_attempt_at: datetime,
+    paused_reason: str | None,
+    delivered: int,
+) -> None:
+    s = schema.delivery_state
+    stmt = database.insert(s).values(
+        id=_STATE_ID,
+        consecutive_failures=1,
+        next_attempt_at=next_attempt_at,
+        offline_since=now,
+        paused_reason=paused_reason,
+        last_failure_at=now,
+        last_error=error[:500],
+        delivered_total=delivered,
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[s.c.id],
+            set_={
+                "consecutive_failures": s.c.consecutive_failures + 1,
+                "next_attempt_at": next_attempt_at,
+                "offline_since": func.coalesce(s.c.offline_since, now),
+                "paused_reason": paused_reason,
+                "last_failure_at": now,
+                "last_error": error[:500],
+                "delivered_total": s.c.delivered_total + delivered,
+            },
+        )
+    )
