@@ -136,11 +136,12 @@ class Buffer:
                 DeliverySettings(
                     max_in_flight=config.max_in_flight,
                     max_backoff=timedelta(seconds=config.max_backoff_seconds),
+                    lease=timedelta(seconds=config.claim_lease_seconds),
                 ),
                 clock,
             )
         else:
-            log.warning("no api_key is set: events are buffered, delivery to Accoil is off")
+            log.info("no api_key is set: events are buffered, delivery to Accoil is off")
         self._closed = False
         self._wrote = False  # close() folds only if this instance appended something
         self._scheduler: Scheduler | None = None
@@ -267,11 +268,14 @@ class Buffer:
 
     # --- Work and state --------------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None) -> FlushReport:
+    def flush(
+        self, timeout: float | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> FlushReport:
         """Fold the outbox and deliver now, even during a backoff. With ``timeout`` (seconds),
-        no new message is sent once it has passed; what is left waits for the next pass."""
+        no new message is sent once it has passed; what is left waits for the next pass.
+        ``progress`` is called with each number of messages newly accounted for."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._pass(force=True, deadline=deadline)
+        return self._pass(force=True, deadline=deadline, progress=progress)
 
     def status(self) -> dict[str, Any]:
         """Pending work, anonymous data and drops, as ``accoil-buffer status --json`` prints."""
@@ -364,14 +368,22 @@ class Buffer:
     def _scheduled_pass(self) -> None:
         self._pass(force=False, deadline=None)
 
-    def _pass(self, *, force: bool, deadline: float | None) -> FlushReport:
+    def _pass(
+        self,
+        *,
+        force: bool,
+        deadline: float | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> FlushReport:
         folded = self._guard(
             lambda: rollup.fold(self._database, self._fold_settings, self._clock())
         )
         delivered = None
         if self._delivery is not None:
             delivery = self._delivery
-            delivered = self._guard(lambda: delivery.run(force=force, deadline=deadline))
+            delivered = self._guard(
+                lambda: delivery.run(force=force, deadline=deadline, progress=progress)
+            )
         return FlushReport(
             folded.folded,
             folded.pruned_anonymous_events,

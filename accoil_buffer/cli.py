@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
+import time
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
@@ -10,6 +13,7 @@ from typing import IO, Any, TypeVar
 
 import click
 
+from accoil_buffer.accoil_api import AccoilClient, Verdict
 from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, load_config
 from accoil_buffer.errors import AccoilBufferError
@@ -46,8 +50,17 @@ def common_options(command: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="accoil-buffer")
-def main() -> None:
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def main(log_level: str) -> None:
     """A local-first event buffer for Accoil product analytics."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
@@ -91,6 +104,118 @@ def status(config: Config, as_json: bool) -> None:
         )
     drops = ", ".join(f"{reason} {n}" for reason, n in document["drops"].items()) or "none"
     click.echo(f"drops: {drops}")
+    _echo_delivery(document["delivery"])
+
+
+def _echo_delivery(delivery: dict[str, Any]) -> None:
+    if not delivery["enabled"]:
+        click.echo("delivery: off (no api_key is set)")
+        return
+    click.echo(
+        f"delivery: to {delivery['endpoint']}; {delivery['delivered_total']} messages "
+        f"delivered; last success {delivery['last_success_at'] or 'never'}"
+    )
+    if delivery["paused_reason"]:
+        click.echo(f"delivery PAUSED: {delivery['paused_reason']}")
+    if delivery["offline_since"]:
+        click.echo(
+            f"offline since {delivery['offline_since']} "
+            f"({delivery['consecutive_failures']} failed passes; last error: "
+            f"{delivery['last_error']}); next attempt {delivery['next_attempt_at']}"
+        )
+    if delivery["dead_letters"]:
+        click.echo(
+            f"dead letters: {delivery['dead_letters']} (see `accoil-buffer dead-letters list`)"
+        )
+
+
+@main.command()
+@click.option("--timeout", type=float, help="Stop sending new messages after this many seconds.")
+@common_options
+def flush(config: Config, timeout: float | None) -> None:
+    """Fold the outbox and deliver to Accoil now (one pass). Exits 1 if delivery failed,
+    stopped early, or is off."""
+    with Buffer(config=config, start=False) as buffer:
+        pending = buffer.status()["pending"]
+        total = sum(pending[k] for k in ("users", "accounts", "memberships", "occurrences"))
+        if sys.stdout.isatty() and total:
+            with click.progressbar(length=total, label="delivering") as bar:
+                result = buffer.flush(timeout, progress=bar.update)
+        else:
+            result = buffer.flush(timeout)
+    click.echo(f"folded {result.folded} messages")
+    delivery = result.delivery
+    if delivery is None:
+        raise click.ClickException("delivery is off: set api_key (or ACCOIL_API_KEY)")
+    click.echo(
+        f"delivered {delivery.delivered} messages to Accoil "
+        f"({delivery.dead_lettered} dead-lettered, {delivery.retries} retries)"
+    )
+    if delivery.failure is not None:
+        raise click.ClickException(
+            f"delivery failed: {delivery.failure}; the rest waits for the next pass"
+        )
+    if not delivery.complete:
+        raise click.ClickException("stopped at the timeout; the rest waits for the next pass")
+
+
+@main.command()
+@common_options
+def check(config: Config) -> None:
+    """Test the connection to Accoil with an empty message."""
+    if not config.api_key:
+        raise click.ClickException("api_key is not set (config file api_key, or ACCOIL_API_KEY)")
+    client = AccoilClient(config.api_key, config.endpoint, timeout=config.request_timeout_seconds)
+    started = time.monotonic()
+    try:
+        answer = client.send({})
+    finally:
+        client.close()
+    elapsed = (time.monotonic() - started) * 1000
+    if answer.verdict is not Verdict.DELIVERED:
+        raise click.ClickException(f"{client.url} answered {answer.describe()}")
+    click.echo(f"{client.url} answered HTTP {answer.status} in {elapsed:.0f} ms.")
+    click.echo(
+        "Note: Accoil answers 202 even to a wrong API key (it checks keys later), so "
+        "this shows Accoil is reachable, not that the key is right."
+    )
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Messages Accoil refused (400, 413, other 4xx)."""
+
+
+@dead_letters.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@common_options
+def dead_letters_list(config: Config, as_json: bool) -> None:
+    """List dead letters not yet replayed."""
+    with Buffer(config=config, start=False) as buffer:
+        letters = buffer.dead_letters()
+    for letter in letters:
+        if as_json:
+            click.echo(json.dumps(letter, default=str))
+        else:
+            click.echo(
+                f"{letter['id']}  {letter['created_at']:%Y-%m-%d %H:%M:%S}  "
+                f"{letter['type']:<8} HTTP {letter['status']}  {letter['message_id']}  "
+                f"{(letter['response'] or '')[:80]}"
+            )
+    if not letters and not as_json:
+        click.echo("no dead letters")
+
+
+@dead_letters.command("replay")
+@click.option("--id", "ids", type=int, multiple=True, help="Replay only this one (repeatable).")
+@common_options
+def dead_letters_replay(config: Config, ids: tuple[int, ...]) -> None:
+    """Send dead letters again, as they were; exits 1 if any is refused again."""
+    with Buffer(config=config, start=False) as buffer:
+        accepted, refused = buffer.replay_dead_letters(ids or None)
+    click.echo(f"replayed {accepted}; refused again {refused}")
+    if refused:
+        raise SystemExit(1)
 
 
 @main.command("import")

@@ -50,6 +50,7 @@ class Config:
     max_in_flight: int = 8
     request_timeout_seconds: float = 10.0
     max_backoff_seconds: float = 300.0
+    claim_lease_seconds: float = 60.0
     server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
@@ -61,6 +62,7 @@ class Config:
             "max_in_flight",
             "request_timeout_seconds",
             "max_backoff_seconds",
+            "claim_lease_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -40,7 +40,7 @@ _MAX_RETRY_AFTER = timedelta(hours=1)
 class DeliverySettings:
     max_in_flight: int = 8
     claim_size: int = 200
-    lease: timedelta = timedelta(minutes=5)
+    lease: timedelta = timedelta(minutes=1)
     base_backoff: timedelta = timedelta(seconds=1)
     max_backoff: timedelta = timedelta(minutes=5)
     attempts_per_pass: int = 3
@@ -129,9 +129,16 @@ class Delivery:
         self._sleep = sleep
         self.holder = f"{socket.gethostname()[:30]}:{uuid.uuid4().hex[:12]}"
 
-    def run(self, *, force: bool = False, deadline: float | None = None) -> DeliveryReport:
+    def run(
+        self,
+        *,
+        force: bool = False,
+        deadline: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> DeliveryReport:
         """One pass. Scheduled passes (``force=False``) wait out a backoff or a pause;
-        ``deadline`` (``time.monotonic()``) stops sending new messages when reached."""
+        ``deadline`` (``time.monotonic()``) stops sending new messages when reached;
+        ``progress`` is told how many more messages were accounted for, wave by wave."""
         with self._database.engine.connect() as conn:
             state = deliveries.state(conn)
         now = self._clock()
@@ -148,7 +155,7 @@ class Delivery:
                         jobs = self._claim(table)
                         if not jobs:
                             break
-                        stop = self._send(pool, jobs, report, deadline)
+                        stop = self._send(pool, jobs, report, deadline, progress)
                         self._release()
                     if stop is not None or _past(deadline):
                         report.complete = False
@@ -236,6 +243,7 @@ class Delivery:
         jobs: list[_Job],
         report: DeliveryReport,
         deadline: float | None,
+        progress: Callable[[int], None] | None,
     ) -> Answer | None:
         queue = deque(jobs)
         in_flight: dict[Future[tuple[Answer, int]], _Job] = {}
@@ -272,11 +280,14 @@ class Delivery:
                         queue.append(_count_job(job.key, job.ordinal + 1, job.last, self._clock()))
                 elif stop is None:
                     stop = answer
+            outcomes = wave.result()
             with self._database.write() as conn:
-                deliveries.record(conn, self.holder, wave.result(), self._clock())
+                deliveries.record(conn, self.holder, outcomes, self._clock())
                 if time.monotonic() - renewed > self._settings.lease.total_seconds() / 2:
                     deliveries.renew(conn, self.holder, self._clock() + self._settings.lease)
                     renewed = time.monotonic()
+            if progress is not None:
+                progress(outcomes.delivered)
         return stop
 
     def _attempt(self, body: dict[str, Any]) -> tuple[Answer, int]:

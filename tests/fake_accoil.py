@@ -66,7 +66,11 @@ def _handler(fake: FakeAccoil) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+            if len(raw) < length or not raw:  # the client died mid-request: nothing arrived
+                self.close_connection = True
+                return
+            body = json.loads(raw)
             reply = fake.behaviour(body)
             if reply.delay:
                 time.sleep(reply.delay)
@@ -92,11 +96,17 @@ def _handler(fake: FakeAccoil) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def running(fake: FakeAccoil | None = None, port: int = 0) -> Iterator[FakeAccoil]:
     """Serve ``fake`` on 127.0.0.1 (a free port unless one is given) until the block ends."""
     fake = fake or FakeAccoil()
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(fake))
+    server = _QuietServer(("127.0.0.1", port), _handler(fake))
     server.daemon_threads = True
     fake.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -13,6 +13,7 @@ import pytest
 
 from accoil_buffer.cli import MAX_LINE_BYTES
 from tests import tables
+from tests.fake_accoil import Reply, running
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "events.jsonl"
 
@@ -154,3 +155,64 @@ def test_the_default_database_is_a_private_file_in_the_working_directory(tmp_pat
     result = run("import", str(EXAMPLES), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "accoil_buffer.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_flush_check_and_dead_letters_against_the_fake(database_url: str) -> None:
+    secret = "cli-secret-key"
+    env = {"ACCOIL_API_KEY": secret}
+    lines = b"\n".join(
+        [
+            b'{"type": "identify", "userId": "u1", "traits": {"email": "a@b.c"}}',
+            b'{"type": "track", "userId": "u1", "event": "Good"}',
+            b'{"type": "track", "userId": "u1", "event": "Bad"}',
+        ]
+    )
+    with running() as fake:
+        fake.behaviour = lambda m: Reply(400, "bad event") if m.get("event") == "Bad" else Reply()
+        env["ACCOIL_BUFFER_ENDPOINT"] = fake.url
+        outputs = [run("import", "-", "--database-url", database_url, stdin=lines, env=env)]
+        flushed = run("flush", "--database-url", database_url, env=env)
+        outputs.append(flushed)
+        assert flushed.returncode == 0, flushed.stderr
+        assert "delivered 2 messages to Accoil (1 dead-lettered" in flushed.stdout
+        listed = run("dead-letters", "list", "--database-url", database_url, env=env)
+        assert "HTTP 400" in listed.stdout
+        assert "bad event" in listed.stdout
+        status = run("status", "--database-url", database_url, env=env)
+        assert f"delivery: to {fake.url}; 2 messages delivered" in status.stdout
+        assert "dead letters: 1" in status.stdout
+        refused = run("dead-letters", "replay", "--database-url", database_url, env=env)
+        assert refused.returncode == 1
+        fake.behaviour = lambda _m: Reply()
+        replayed = run("dead-letters", "replay", "--database-url", database_url, env=env)
+        assert replayed.returncode == 0
+        assert "replayed 1; refused again 0" in replayed.stdout
+        checked = run("check", env=env)
+        assert checked.returncode == 0
+        assert "answered HTTP 202" in checked.stdout
+        assert "even to a wrong API key" in checked.stdout
+        fake.behaviour = lambda _m: Reply(503)
+        failing = run("flush", "--database-url", database_url, env=env)
+        outputs += [listed, status, refused, replayed, checked, failing]
+        fake.behaviour = lambda _m: Reply(401)
+        unauthorised = run("check", env=env)
+        outputs.append(unauthorised)
+    assert failing.returncode == 0  # nothing was pending
+    assert unauthorised.returncode == 1
+    assert "HTTP 401" in unauthorised.stderr
+    for result in outputs:
+        assert secret not in result.stdout + result.stderr
+
+
+def test_flush_fails_clearly_when_delivery_fails_or_is_off(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    with running() as fake:
+        fake.behaviour = lambda _m: Reply(503)
+        env = {"ACCOIL_API_KEY": "k", "ACCOIL_BUFFER_ENDPOINT": fake.url}
+        run("import", str(EXAMPLES), "--database-url", url, env=env)
+        failed = run("flush", "--database-url", url, env=env)
+    assert failed.returncode == 1
+    assert "delivery failed: HTTP 503" in failed.stderr
+    off = run("flush", "--database-url", url)
+    assert off.returncode == 1
+    assert "delivery is off" in off.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -334,3 +335,17 @@ def test_staging_keys_and_endpoint_override() -> None:
     client.close()
     assert str(seen[0].url) == STAGING_ENDPOINT
     assert seen[0].headers["authorization"] == "Basic " + base64.b64encode(b"Secret:").decode()
+
+
+def test_the_background_scheduler_folds_and_delivers(database_url: str, fake: FakeAccoil) -> None:
+    with Buffer(database_url, api_key="k", endpoint=fake.url, flush_interval_seconds=0.2) as buf:
+        buf.identify("u1", {"a": 1})
+        buf.track("u1", "E")
+        waited = 0.0
+        while len(fake.accepted()) < 2 and waited < 20:
+            time.sleep(0.1)
+            waited += 0.1
+        status = buf.status()
+    assert sorted(b["type"] for b in fake.accepted()) == ["identify", "track"]
+    assert status["pending"]["occurrences"] == 0
+    assert status["delivery"]["last_success_at"] is not None

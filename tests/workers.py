@@ -22,11 +22,29 @@ def fold(url: str, batch_size: int) -> None:
         buf.flush()
 
 
+def deliver(url: str, endpoint: str) -> None:
+    """Deliver until nothing is pending (the crash drill kills this at random points)."""
+    with Buffer(
+        url,
+        api_key="drill-key",
+        endpoint=endpoint,
+        start=False,
+        max_in_flight=4,
+        claim_lease_seconds=1,
+        max_backoff_seconds=0.2,
+    ) as buf:
+        print("delivering", flush=True)
+        while buf.status()["pending"]["occurrences"]:
+            buf.flush()
+
+
 if __name__ == "__main__":
     command, url, *rest = sys.argv[1:]
     if command == "write":
         write(url, rest[0], int(rest[1]))
     elif command == "fold":
         fold(url, int(rest[0]))
+    elif command == "deliver":
+        deliver(url, rest[0])
     else:
         raise SystemExit(f"unknown command {command}")

@@ -1,0 +1,107 @@
+"""Several flushers on one database, and a flusher killed at random points (SPEC 4.4, 4.5)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from accoil_buffer import Buffer, Config
+from accoil_buffer.accoil_api import AccoilClient
+from accoil_buffer.delivery import Delivery, DeliverySettings
+from accoil_buffer.store.engine import Database
+from tests import tables
+from tests.conftest import Clock
+from tests.fake_accoil import Reply, running
+from tests.test_processes import start
+
+
+def record_events(url: str, clock: Clock, users: int, per_user: int) -> int:
+    with Buffer(url, start=False, clock=clock) as buf:
+        buf.ingest_many(
+            {"type": "track", "userId": f"u{i % users}", "event": f"E{i % 3}"}
+            for i in range(users * per_user)
+        )
+        for i in range(5):
+            buf.identify(f"u{i}", {"n": i})
+            buf.group(f"u{i}", "acc", {"plan": "pro"})
+    return users * per_user
+
+
+@pytest.mark.slow
+def test_several_flushers_never_send_an_occurrence_twice(database_url: str, clock: Clock) -> None:
+    flushers = 4 if database_url.startswith("postgresql") else 2
+    total = record_events(database_url, clock, users=60, per_user=10)
+    with running() as fake:
+        fake.behaviour = lambda _m: Reply(delay=0.001)
+        errors: list[BaseException] = []
+
+        def flush() -> None:
+            database = Database.open(Config(database_url=database_url))
+            try:
+                delivery = Delivery(
+                    database,
+                    AccoilClient("k", fake.url),
+                    DeliverySettings(max_in_flight=4, claim_size=10),
+                    clock,
+                )
+                delivery.run(force=True)
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+            finally:
+                database.dispose()
+
+        threads = [threading.Thread(target=flush) for _ in range(flushers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        ids = Counter(body["messageId"] for body in fake.accepted())
+    assert [i for i, n in ids.items() if n > 1] == []
+    assert sum(1 for body in fake.accepted() if body["type"] == "track") == total
+    assert len(ids) == total + 5 + 1 + 5  # occurrences, identifies, account, memberships
+
+
+@pytest.mark.slow
+def test_a_flusher_killed_at_random_points_loses_nothing(database_url: str, clock: Clock) -> None:
+    total = record_events(database_url, Clock(start=clock.now.replace(hour=0)), 40, 15)
+    rng = random.Random(11)
+    lock = threading.Lock()
+
+    def slow_and_flaky(_message: dict[str, Any]) -> Reply:
+        with lock:
+            roll = rng.random()
+        if roll < 0.05:
+            return Reply(503, delay=0.002)
+        return Reply(delay=0.002)
+
+    kills = 0
+    with running() as fake:
+        fake.behaviour = slow_and_flaky
+        for _ in range(40):
+            worker = start("deliver", database_url, fake.url)
+            assert worker.stdout is not None
+            worker.stdout.readline()
+            time.sleep(rng.uniform(0.05, 0.6))
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGKILL)
+                kills += 1
+            worker.wait(timeout=60)
+            if worker.returncode == 0:
+                break
+            time.sleep(1.1)  # the killed flusher's claims lapse
+        bodies = fake.accepted()
+    ids = Counter(body["messageId"] for body in bodies)
+    tracks = {body["messageId"] for body in bodies if body["type"] == "track"}
+    duplicates = sum(n - 1 for n in ids.values())
+    print(f"crash drill: {kills} kills, {len(bodies)} accepted, {duplicates} duplicates")
+    assert kills >= 2
+    assert len(tracks) == total  # every occurrence arrived
+    assert duplicates <= kills * 4  # at most the requests in flight at each kill
+    assert tables.counts(database_url)  # the rollup is intact
