@@ -34,6 +34,10 @@ from accoil_buffer.store.engine import Database
 log = logging.getLogger(__name__)
 PHASES = (schema.users, schema.accounts, schema.memberships, schema.daily_counts)
 _MAX_RETRY_AFTER = timedelta(hours=1)
+# Acknowledged answers are recorded at least every 10 ms or 64 answers: a crash can repeat
+# only the requests in flight and those few acknowledged but not yet recorded.
+_RECORD_WINDOW = 0.010
+_RECORD_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,10 @@ class _Wave:
             "dead_letters": [],
         }
     )
+
+    @property
+    def size(self) -> int:
+        return sum(len(items) for name, items in self.outcomes.items() if name != "dead_letters")
 
     def add(self, job: _Job, answer: Answer) -> None:
         if answer.verdict is Verdict.DEAD_LETTER:
@@ -249,6 +257,7 @@ class Delivery:
         in_flight: dict[Future[tuple[Answer, int]], _Job] = {}
         stop: Answer | None = None
         renewed = time.monotonic()
+        wave, oldest = _Wave(), 0.0
         while queue or in_flight:
             while (
                 queue
@@ -258,15 +267,20 @@ class Delivery:
             ):
                 job = queue.popleft()
                 in_flight[pool.submit(self._attempt, job.body)] = job
-            if not in_flight:
-                break
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            wave = _Wave()
+            if in_flight:
+                window = (
+                    None if not wave.size else max(0.0, oldest + _RECORD_WINDOW - time.monotonic())
+                )
+                done, _ = wait(in_flight, timeout=window, return_when=FIRST_COMPLETED)
+            else:
+                done = set()
             for future in done:
                 job = in_flight.pop(future)
                 answer, retries = future.result()
                 report.retries += retries
                 if answer.verdict in {Verdict.DELIVERED, Verdict.DEAD_LETTER}:
+                    if not wave.size:
+                        oldest = time.monotonic()
                     wave.add(job, answer)
                     report.delivered += answer.verdict is Verdict.DELIVERED
                     report.dead_lettered += answer.verdict is Verdict.DEAD_LETTER
@@ -280,14 +294,21 @@ class Delivery:
                         queue.append(_count_job(job.key, job.ordinal + 1, job.last, self._clock()))
                 elif stop is None:
                     stop = answer
-            outcomes = wave.result()
-            with self._database.write() as conn:
-                deliveries.record(conn, self.holder, outcomes, self._clock())
-                if time.monotonic() - renewed > self._settings.lease.total_seconds() / 2:
-                    deliveries.renew(conn, self.holder, self._clock() + self._settings.lease)
-                    renewed = time.monotonic()
-            if progress is not None:
-                progress(outcomes.delivered)
+            due = (
+                wave.size >= _RECORD_BATCH
+                or not in_flight
+                or time.monotonic() - oldest >= _RECORD_WINDOW
+            )
+            if wave.size and due:
+                outcomes = wave.result()
+                with self._database.write() as conn:
+                    deliveries.record(conn, self.holder, outcomes, self._clock())
+                    if time.monotonic() - renewed > self._settings.lease.total_seconds() / 2:
+                        deliveries.renew(conn, self.holder, self._clock() + self._settings.lease)
+                        renewed = time.monotonic()
+                if progress is not None:
+                    progress(outcomes.delivered)
+                wave = _Wave()
         return stop
 
     def _attempt(self, body: dict[str, Any]) -> tuple[Answer, int]:

@@ -105,54 +105,68 @@ def account_traits(conn: Connection, group_ids: Sequence[str]) -> dict[str, tupl
     return {group_id: (traits, timestamp) for group_id, traits, timestamp in rows}
 
 
+def _record_version(table: Table) -> Any:
+    key = table.primary_key.columns.values()[0]
+    version: Any = bindparam("v")
+    return (
+        update(table)
+        .where(
+            key == bindparam("k"),
+            table.c.claimed_by == bindparam("holder"),
+            table.c.delivered_version < version,
+        )
+        .values(
+            delivered_version=version,
+            pending_since=case((table.c.traits_version > version, table.c.updated_at), else_=None),
+        )
+    )
+
+
+# Built once: recording runs for every wave of answers, on the delivery hot path.
+_RECORD_USERS = _record_version(schema.users)
+_RECORD_ACCOUNTS = _record_version(schema.accounts)
+_m, _dc = schema.memberships, schema.daily_counts
+_RECORD_MEMBERSHIPS = (
+    update(_m)
+    .where(
+        _m.c.group_id == bindparam("g"),
+        _m.c.user_id == bindparam("u"),
+        _m.c.claimed_by == bindparam("holder"),
+    )
+    .values(delivered_at=bindparam("now"))
+)
+_RECORD_COUNTS = (
+    update(_dc)
+    .where(
+        _dc.c.day == bindparam("d"),
+        _dc.c.user_id == bindparam("u"),
+        _dc.c.kind == bindparam("kd"),
+        _dc.c.name == bindparam("n"),
+        _dc.c.claimed_by == bindparam("holder"),
+        _dc.c.delivered_count < bindparam("to"),
+    )
+    .values(
+        delivered_count=bindparam("to"),
+        pending_since=case((_dc.c.count > bindparam("to"), _dc.c.pending_since), else_=None),
+    )
+)
+
+
 def record(conn: Connection, holder: str, outcomes: Outcomes, now: datetime) -> None:
     """Advance delivery accounting for rows this holder still claims; store dead letters."""
-    u, a, m, dc = schema.users, schema.accounts, schema.memberships, schema.daily_counts
     mine = {"holder": holder}
-    for table, rows in ((u, outcomes.users), (a, outcomes.accounts)):
-        if rows:
-            key = table.primary_key.columns.values()[0]
-            conn.execute(
-                update(table)
-                .where(
-                    key == bindparam("k"),
-                    table.c.claimed_by == bindparam("holder"),
-                    table.c.delivered_version < bindparam("v"),
-                )
-                .values(
-                    delivered_version=bindparam("v"),
-                    pending_since=case(
-                        (table.c.traits_version > bindparam("v"), table.c.updated_at), else_=None
-                    ),
-                ),
-                [{"k": k, "v": v, **mine} for k, v in rows],
-            )
+    if outcomes.users:
+        conn.execute(_RECORD_USERS, [{"k": k, "v": v, **mine} for k, v in outcomes.users])
+    if outcomes.accounts:
+        conn.execute(_RECORD_ACCOUNTS, [{"k": k, "v": v, **mine} for k, v in outcomes.accounts])
     if outcomes.memberships:
         conn.execute(
-            update(m)
-            .where(
-                m.c.group_id == bindparam("g"),
-                m.c.user_id == bindparam("u"),
-                m.c.claimed_by == bindparam("holder"),
-            )
-            .values(delivered_at=bindparam("now")),
+            _RECORD_MEMBERSHIPS,
             [{"g": g, "u": user, "now": now, **mine} for g, user in outcomes.memberships],
         )
     if outcomes.counts:
         conn.execute(
-            update(dc)
-            .where(
-                dc.c.day == bindparam("d"),
-                dc.c.user_id == bindparam("u"),
-                dc.c.kind == bindparam("kd"),
-                dc.c.name == bindparam("n"),
-                dc.c.claimed_by == bindparam("holder"),
-                dc.c.delivered_count < bindparam("to"),
-            )
-            .values(
-                delivered_count=bindparam("to"),
-                pending_since=case((dc.c.count > bindparam("to"), dc.c.pending_since), else_=None),
-            ),
+            _RECORD_COUNTS,
             [
                 {"d": d, "u": user, "kd": kind, "n": name, "to": to, **mine}
                 for d, user, kind, name, to in outcomes.counts
