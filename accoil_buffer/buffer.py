@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -263,7 +263,7 @@ class Buffer:
                 )
             except InvalidMessage as exc:
                 rejected.append(Rejection(index, exc))
-        result = self._append(valid, connection)
+        result = self._append(valid, connection, rejected=len(rejected), today=received_at.date())
         return IngestReport(result.stored, result.duplicates, result.filtered, tuple(rejected))
 
     # --- Work and state --------------------------------------------------------------------
@@ -292,6 +292,15 @@ class Buffer:
 
         return self._guard(read)
 
+    def ping(self) -> None:
+        """Raise ``StorageError`` unless the database answers (for health checks)."""
+
+        def ask() -> None:
+            with self._database.engine.connect() as conn:
+                report.ping(conn)
+
+        self._guard(ask)
+
     def dead_letters(self) -> list[dict[str, Any]]:
         """Messages Accoil refused (400, 413, other 4xx) and not yet replayed."""
 
@@ -314,6 +323,8 @@ class Buffer:
         if self._closed:
             return
         self._closed = True
+        if self._delivery is not None:
+            self._delivery.stop()  # a running pass ends after its in-flight requests
         if self._scheduler is not None:
             self._scheduler.shutdown()
         try:
@@ -352,14 +363,19 @@ class Buffer:
         return self.ingest(message, connection=arguments["connection"])
 
     def _append(
-        self, messages: list[Message], connection: Connection | None
+        self,
+        messages: list[Message],
+        connection: Connection | None,
+        *,
+        rejected: int = 0,
+        today: date | None = None,
     ) -> outbox.AppendResult:
         if self._closed:
             raise StorageError("this Buffer is closed")
 
         def write() -> outbox.AppendResult:
             with self._database.write(connection) as conn:
-                return outbox.append(self._database, conn, messages)
+                return outbox.append(self._database, conn, messages, rejected=rejected, today=today)
 
         result = self._guard(write)
         self._wrote = True

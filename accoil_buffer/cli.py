@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -18,6 +19,7 @@ from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, load_config
 from accoil_buffer.errors import AccoilBufferError
 from accoil_buffer.messages import MAX_MESSAGE_BYTES
+from accoil_buffer.server import serve as run_server
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import head_revision, upgrade
 
@@ -60,6 +62,21 @@ def main(log_level: str) -> None:
     """A local-first event buffer for Accoil product analytics."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default 127.0.0.1, from [server] host).")
+@click.option("--port", type=int, help="Port to listen on (default 8740, from [server] port).")
+@common_options
+def serve(config: Config, host: str | None, port: int | None) -> None:
+    """Run the sidecar: Segment's HTTP Tracking API, with fold and delivery in the background.
+    Stops cleanly on SIGTERM or Ctrl-C."""
+    server = dataclasses.replace(
+        config.server, host=host or config.server.host, port=port or config.server.port
+    )
+    run_server(
+        dataclasses.replace(config, server=server), announce=lambda line: click.echo(line, err=True)
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import socket
+import threading
 import time
 import uuid
 from collections import deque
@@ -136,6 +137,14 @@ class Delivery:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self.holder = f"{socket.gethostname()[:30]}:{uuid.uuid4().hex[:12]}"
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Make a running pass start no new request (shutdown); in-flight ones finish."""
+        self._stopping.set()
+
+    def _halted(self, deadline: float | None) -> bool:
+        return self._stopping.is_set() or _past(deadline)
 
     def run(
         self,
@@ -159,13 +168,13 @@ class Delivery:
                 self._settings.max_in_flight, thread_name_prefix="accoil-send"
             ) as pool:
                 for table in PHASES:
-                    while stop is None and not _past(deadline):
+                    while stop is None and not self._halted(deadline):
                         jobs = self._claim(table)
                         if not jobs:
                             break
                         stop = self._send(pool, jobs, report, deadline, progress)
                         self._release()
-                    if stop is not None or _past(deadline):
+                    if stop is not None or self._halted(deadline):
                         report.complete = False
                         break
         finally:
@@ -262,7 +271,7 @@ class Delivery:
             while (
                 queue
                 and stop is None
-                and not _past(deadline)
+                and not self._halted(deadline)
                 and len(in_flight) < self._settings.max_in_flight
             ):
                 job = queue.popleft()

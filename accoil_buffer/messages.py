@@ -152,6 +152,21 @@ def normalise(
     )
 
 
+def apply_batch(item: object, batch: Mapping[str, Any]) -> object:
+    """An item of a ``/v1/batch`` body with the batch's ``context`` and ``integrations`` merged
+    under its own, and the batch's ``sentAt`` when it has none (SPEC 3)."""
+    if not isinstance(item, Mapping):
+        return item  # normalise() rejects it with a clear message
+    merged = dict(item)
+    for key in ("context", "integrations"):
+        shared, own = batch.get(key), item.get(key)
+        if isinstance(shared, Mapping) and (own is None or isinstance(own, Mapping)):
+            merged[key] = {**shared, **(own or {})}
+    if merged.get("sentAt") is None and batch.get("sentAt") is not None:
+        merged["sentAt"] = batch["sentAt"]
+    return merged
+
+
 def is_deliverable(integrations: object) -> bool:
     """Apply Segment's Integrations object to our destination, with JavaScript truthiness."""
     if not isinstance(integrations, Mapping):

@@ -14,6 +14,7 @@ from accoil_buffer.messages import (
     FUTURE_TIMESTAMP_CLAMPED,
     TRAIT_NOT_NORMALISED,
     Message,
+    apply_batch,
     is_deliverable,
     normalise,
 )
@@ -316,3 +317,30 @@ def test_payload_keeps_the_whole_message_normalised() -> None:
         "messageId": message.message_id,
         "receivedAt": "2026-11-28T12:00:00.000Z",
     }
+
+
+def test_batch_context_integrations_and_sent_at_merge_under_the_item() -> None:
+    batch = {
+        "context": {"library": {"name": "py"}, "ip": "1.1.1.1"},
+        "integrations": {"All": False, "Accoil Analytics": True},
+        "sentAt": "2026-11-28T12:00:10Z",
+    }
+    item = {
+        "type": "track",
+        "userId": "u",
+        "event": "E",
+        "timestamp": "2026-11-28T12:00:00Z",
+        "context": {"ip": "2.2.2.2"},
+        "integrations": {"Accoil Analytics": False},
+    }
+    merged = apply_batch(item, batch)
+    assert merged == {
+        **item,
+        "sentAt": "2026-11-28T12:00:10Z",
+        "context": {"library": {"name": "py"}, "ip": "2.2.2.2"},
+        "integrations": {"All": False, "Accoil Analytics": False},
+    }
+    message = normalise(merged, received_at=NOW)
+    assert not message.deliverable
+    assert message.timestamp == NOW - timedelta(seconds=10)
+    assert apply_batch("junk", batch) == "junk"

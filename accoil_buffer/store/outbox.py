@@ -15,6 +15,7 @@ from accoil_buffer.store.engine import Database
 
 DUPLICATE_MESSAGE_ID = "duplicate_message_id"
 FILTERED_INTEGRATIONS = "filtered_integrations"
+REJECTED_INVALID = "rejected_invalid"
 # Rows per multi-VALUES statement: well under SQLite's 32,766 bound parameters.
 _LEDGER_CHUNK = 1000
 
@@ -28,12 +29,24 @@ class AppendResult:
     filtered: int
 
 
-def append(database: Database, conn: Connection, messages: Sequence[Message]) -> AppendResult:
-    """Store ``messages`` in the outbox once each; runs inside the caller's transaction.
+def append(
+    database: Database,
+    conn: Connection,
+    messages: Sequence[Message],
+    *,
+    rejected: int = 0,
+    today: date | None = None,
+) -> AppendResult:
+    """Store ``messages`` in the outbox once each, and count ``rejected`` invalid ones of the
+    same batch (received ``today``); runs inside the caller's transaction.
 
     A messageId is claimed in the ledger first (INSERT … ON CONFLICT DO NOTHING RETURNING), so two
     processes that receive the same message at once still store it once.
     """
+    if rejected:
+        if today is None:
+            raise ValueError("counting rejected messages needs the day they were received")
+        record_drops(database, conn, Counter({(today, REJECTED_INVALID): rejected}))
     if not messages:
         return AppendResult(0, 0, 0)
     first_by_id: dict[str, Message] = {}

@@ -94,3 +94,8 @@ def _delivery(conn: Connection) -> dict[str, Any]:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else format_timestamp(moment)
+
+
+def ping(conn: Connection) -> None:
+    """Raise unless the database answers."""
+    conn.execute(select(1)).one()

@@ -1,0 +1,267 @@
+"""The sidecar daemon: Segment's HTTP Tracking API in front of a Buffer (SPEC 5.4), on Starlette.
+
+A request is answered ``200 {"success": true}`` only after its messages are committed.
+Errors are ``{"code", "message"}``: 400 for a body or message that is wrong (the client
+should not retry), 401 for a bad write key, 503 when the database cannot take the messages
+(the client retries). A batch with some invalid messages stores the valid ones and answers
+200, listing the rejected ones: Segment's libraries drop a whole batch on any 400, which
+would lose the valid messages with the invalid.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import json
+import logging
+import signal
+import threading
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from accoil_buffer.buffer import Buffer
+from accoil_buffer.config import Config, ServerConfig
+from accoil_buffer.errors import AccoilBufferError, ConfigError, StorageError
+from accoil_buffer.messages import apply_batch
+from accoil_buffer.metrics import CONTENT_TYPE, Metrics
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 500 * 1024  # Segment's batch limit, after decompression
+ENDPOINTS = {
+    "identify": "identify",
+    "i": "identify",
+    "track": "track",
+    "t": "track",
+    "page": "page",
+    "p": "page",
+    "screen": "screen",
+    "s": "screen",
+    "group": "group",
+    "g": "group",
+    "alias": "alias",
+    "a": "alias",
+    "batch": "batch",
+    "b": "batch",
+}
+SHUTDOWN_GRACE_SECONDS = 10
+
+
+class _Refusal(Exception):
+    """A request refused before its messages reach the buffer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(server: ServerConfig) -> None:
+    """Refuse to listen beyond loopback without write keys: anyone could write events."""
+    if not is_loopback(server.host) and not server.write_keys:
+        raise ConfigError(
+            f"refusing to listen on {server.host} without write keys: set [server] write_keys "
+            "(or ACCOIL_BUFFER_SERVER_WRITE_KEYS), or listen on 127.0.0.1"
+        )
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, gunzipped, refused past MAX_BODY_BYTES before it is all in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _Refusal(400, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _Refusal(400, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding == "identity":
+        return raw
+    if encoding != "gzip":
+        raise _Refusal(
+            400, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported (gzip is)"
+        )
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(raw, MAX_BODY_BYTES + 1)
+    except zlib.error as exc:
+        raise _Refusal(400, "invalid_gzip", f"body is not valid gzip: {exc}") from exc
+    if len(body) > MAX_BODY_BYTES or inflater.unconsumed_tail:
+        raise _Refusal(400, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes unzipped")
+    if not inflater.eof:
+        raise _Refusal(400, "invalid_gzip", "gzip body is truncated")
+    return body
+
+
+def _write_key(request: Request, body: dict[str, Any]) -> str | None:
+    if isinstance(body.get("writeKey"), str):
+        return str(body["writeKey"])
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        user, _, _password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user
+
+
+class Sidecar:
+    """The ASGI application around one Buffer."""
+
+    def __init__(self, buffer: Buffer, server: ServerConfig) -> None:
+        self._buffer = buffer
+        self._write_keys = [key.encode() for key in server.write_keys]
+        self.metrics = Metrics(buffer.status)
+        self.app = Starlette(
+            routes=[
+                Route("/v1/{endpoint}", self.ingest, methods=["POST"]),
+                Route("/health", self.health, methods=["GET"]),
+                Route("/metrics", self.prometheus, methods=["GET"]),
+                Route("/v1/status", self.status, methods=["GET"]),
+            ]
+        )
+
+    def _authorised(self, key: str | None) -> bool:
+        if not self._write_keys:
+            return True
+        given = (key or "").encode()
+        return any(hmac.compare_digest(given, allowed) for allowed in self._write_keys)
+
+    async def ingest(self, request: Request) -> Response:
+        kind = ENDPOINTS.get(request.path_params["endpoint"])
+        if kind is None:
+            return _error(404, "not_found", f"no endpoint {request.url.path}")
+        try:
+            body = json.loads(await _read_body(request))
+            if not isinstance(body, dict):
+                raise _Refusal(400, "invalid_json", "body must be a JSON object")
+            if not self._authorised(_write_key(request, body)):
+                raise _Refusal(401, "unauthorized", "missing or unknown write key")
+            if kind == "batch":
+                if not isinstance(body.get("batch"), list):
+                    raise _Refusal(400, "invalid_batch", "batch must be an array of messages")
+                messages = [apply_batch(item, body) for item in body["batch"]]
+            else:
+                messages = [{**body, "type": kind}]
+        except _Refusal as refusal:
+            self.metrics.rejected.labels(refusal.code).inc()
+            return _error(refusal.status, refusal.code, refusal.message)
+        except (ValueError, RecursionError) as exc:
+            self.metrics.rejected.labels("invalid_json").inc()
+            return _error(400, "invalid_json", f"body is not valid JSON: {exc}")
+        try:
+            report = await run_in_threadpool(self._buffer.ingest_many, messages)
+        except AccoilBufferError as exc:
+            log.error("could not store %d messages: %s", len(messages), exc)
+            return _error(503, "unavailable", "the buffer cannot store messages now; retry")
+        refused = {rejection.index for rejection in report.rejected}
+        for rejection in report.rejected:
+            self.metrics.rejected.labels(rejection.error.field).inc()
+        for index, message in enumerate(messages):
+            if index not in refused and isinstance(message, dict):
+                self.metrics.accepted.labels(str(message.get("type")).lower()).inc()
+        if report.rejected and kind != "batch":
+            return _error(400, "invalid_message", str(report.rejected[0].error))
+        answer: dict[str, Any] = {"success": True}
+        if report.rejected:
+            answer["rejected"] = [
+                {"index": r.index, "code": "invalid_message", "message": str(r.error)}
+                for r in report.rejected
+            ]
+        return JSONResponse(answer)
+
+    async def health(self, _request: Request) -> Response:
+        try:
+            await run_in_threadpool(self._buffer.ping)
+        except StorageError as exc:
+            return JSONResponse({"status": "unavailable", "database": str(exc)}, 503)
+        return JSONResponse({"status": "ok"})
+
+    async def status(self, _request: Request) -> Response:
+        return await self._document(self._buffer.status, JSONResponse)
+
+    async def prometheus(self, _request: Request) -> Response:
+        def text(payload: bytes) -> Response:
+            return Response(payload, media_type=CONTENT_TYPE)
+
+        return await self._document(self.metrics.render, text)
+
+    async def _document(
+        self, read: Callable[[], Any], respond: Callable[[Any], Response]
+    ) -> Response:
+        try:
+            return respond(await run_in_threadpool(read))
+        except StorageError as exc:
+            return _error(503, "unavailable", str(exc))
+
+
+def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> None:
+    """Run the daemon until SIGTERM/SIGINT: stop accepting, finish requests in progress, let a
+    running delivery pass end its in-flight requests, close the database."""
+    check_exposure(config.server)
+    buffer = Buffer(config=config, start=True)
+    try:
+        sidecar = Sidecar(buffer, config.server)
+        delivery = buffer.status()["delivery"]
+        announce(
+            f"accoil-buffer listening on http://{config.server.host}:{config.server.port}"
+            + (" (write keys required)" if config.server.write_keys else "")
+        )
+        announce(
+            f"delivery to {delivery['endpoint']}"
+            if delivery["enabled"]
+            else "delivery is OFF: no api_key is set; events are buffered until one is"
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                sidecar.app,
+                host=config.server.host,
+                port=config.server.port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            )
+        )
+        # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal to the
+        # handler that was there before it: this one, which only notes it, so that the
+        # buffer below is closed instead of the process dying mid-way.
+        stopped = threading.Event()
+        previous = {
+            sig: signal.signal(sig, lambda *_: stopped.set())
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            server.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        buffer.close()
+    announce("accoil-buffer stopped")
