@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, Select, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -133,7 +134,13 @@ def create_database_engine(config: Config) -> Engine:
         )
     in_memory = url.database in (None, "", ":memory:")
     if not in_memory:
-        _create_private_file(Path(str(url.database)))
+        path = Path(str(url.database))
+        _create_private_file(path)
+        # Open read-write only: if the file disappears later, fail loudly rather than
+        # start writing into a new, empty database in its place.
+        url = url.set(
+            database=f"file:{quote(str(path))}", query={**url.query, "mode": "rw", "uri": "true"}
+        )
     engine = create_engine(
         url,
         json_serializer=_json_dumps,

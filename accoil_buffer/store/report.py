@@ -97,5 +97,5 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def ping(conn: Connection) -> None:
-    """Raise unless the database answers."""
-    conn.execute(select(1)).one()
+    """Raise unless the database answers with our schema in it."""
+    conn.execute(select(schema.delivery_state.c.id).limit(1)).all()
