@@ -11,7 +11,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -74,7 +74,7 @@ def normalise(
     """
     if not isinstance(raw, Mapping):
         raise InvalidMessage("message", f"must be a JSON object, got {_json_type(raw)}")
-    cleaned = _clean(raw, "message", 0)
+    cleaned = _clean(raw, ("message",), 0)
     for key in _NEVER_STORED:
         cleaned.pop(key, None)
     size = len(json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode())
@@ -281,48 +281,65 @@ def _optional_id(message: Mapping[str, JSON], field: str) -> str | None:
     return text
 
 
-def _clean(value: object, path: str, depth: int) -> Any:
+def _clean(value: object, path: tuple[str, ...], depth: int) -> Any:
     """Return a JSON-ready copy of ``value`` (datetimes, Decimals, UUIDs converted, as Segment's
     libraries do), rejecting what no database can store: NUL characters, lone surrogates,
-    NaN/Infinity, unknown types and absurd nesting."""
+    NaN/Infinity, unknown types and absurd nesting. Exact types are tested first: this runs
+    for every value of every message."""
+    kind = type(value)
+    if kind is str:
+        _check_text(value, path)  # type: ignore[arg-type]
+        return value
+    if value is None or kind is int or kind is bool:
+        return value
     if depth > MAX_DEPTH:
-        raise InvalidMessage(path, f"is nested more than {MAX_DEPTH} levels deep")
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, str):
-        _check_text(value, path)
-        return value
+        raise InvalidMessage(_dotted(path), f"is nested more than {MAX_DEPTH} levels deep")
+    if kind is dict or isinstance(value, Mapping):
+        result: dict[str, Any] = {}
+        item: object
+        for raw_key, item in value.items():  # type: ignore[attr-defined]
+            if type(raw_key) is str:
+                key = raw_key
+            elif isinstance(raw_key, str | int | float) and not isinstance(raw_key, bool):
+                key = str(raw_key)
+            else:
+                raise InvalidMessage(_dotted(path), f"has a key of type {type(raw_key).__name__}")
+            _check_text(key, path, " key")
+            result[key] = _clean(item, (*path, key), depth + 1)
+        return result
+    if kind is list or isinstance(value, tuple | set | frozenset):
+        elements: Iterable[object] = value  # type: ignore[assignment]
+        return [_clean(e, (*path, f"[{i}]"), depth + 1) for i, e in enumerate(elements)]
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidMessage(path, f"{value!r} is not a JSON number")
+            raise InvalidMessage(_dotted(path), f"{value!r} is not a JSON number")
         return value
+    if isinstance(value, bool | int | str):
+        return _clean(value, path, depth)  # a subclass: treated as its base type
     if isinstance(value, Decimal):
         return _clean(float(value), path, depth)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, Mapping):
-        result = {}
-        for key, item in value.items():
-            if not isinstance(key, str | int | float) or isinstance(key, bool):
-                raise InvalidMessage(path, f"has a key of type {type(key).__name__}")
-            key_text = str(key)
-            _check_text(key_text, f"{path} key")
-            result[key_text] = _clean(item, f"{path}.{key_text}", depth + 1)
-        return result
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_clean(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
-    raise InvalidMessage(path, f"has a value of type {type(value).__name__} that is not JSON")
+    raise InvalidMessage(_dotted(path), f"has a value of type {kind.__name__} that is not JSON")
 
 
-def _check_text(text: str, path: str) -> None:
+def _dotted(path: tuple[str, ...]) -> str:
+    return ".".join(path).replace(".[", "[")
+
+
+def _check_text(text: str, path: tuple[str, ...], suffix: str = "") -> None:
     if "\x00" in text:
-        raise InvalidMessage(path, "contains a NUL character")
+        raise InvalidMessage(_dotted(path) + suffix, "contains a NUL character")
+    if text.isascii():
+        return  # no surrogate can hide in ASCII
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidMessage(path, "contains invalid Unicode (a lone surrogate)") from exc
+        raise InvalidMessage(
+            _dotted(path) + suffix, "contains invalid Unicode (a lone surrogate)"
+        ) from exc
 
 
 def _as_utc(moment: datetime) -> datetime:

@@ -344,3 +344,24 @@ def test_batch_context_integrations_and_sent_at_merge_under_the_item() -> None:
     assert not message.deliverable
     assert message.timestamp == NOW - timedelta(seconds=10)
     assert apply_batch("junk", batch) == "junk"
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        (
+            {"type": "track", "userId": "u", "event": "E", "properties": {"key": {"a": "\x00"}}},
+            "message.properties.key.a",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "properties": {"l": [1, {"\x00": 1}]}},
+            "message.properties.l[1] key",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "properties": {(1, 2): 1}},
+            "message.properties",
+        ),
+    ],
+)
+def test_error_paths_point_into_nested_values(message: dict[str, Any], field: str) -> None:
+    assert reject(message).field == field

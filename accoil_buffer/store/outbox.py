@@ -16,8 +16,6 @@ from accoil_buffer.store.engine import Database
 DUPLICATE_MESSAGE_ID = "duplicate_message_id"
 FILTERED_INTEGRATIONS = "filtered_integrations"
 REJECTED_INVALID = "rejected_invalid"
-# Rows per multi-VALUES statement: well under SQLite's 32,766 bound parameters.
-_LEDGER_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -90,18 +88,16 @@ def record_drops(database: Database, conn: Connection, counts: Counter[tuple[dat
 def _claim_message_ids(
     database: Database, conn: Connection, messages: Iterable[Message]
 ) -> set[str]:
+    # executemany with RETURNING: compiled once and cached, unlike a multi-VALUES statement
+    # built from the rows, whose compilation cost half of an ingest.
     table = schema.message_ids
+    stmt = (
+        database.insert(table)
+        .on_conflict_do_nothing(index_elements=[table.c.message_id])
+        .returning(table.c.message_id)
+    )
     rows = [{"message_id": m.message_id, "received_at": m.received_at} for m in messages]
-    claimed: set[str] = set()
-    for start in range(0, len(rows), _LEDGER_CHUNK):
-        stmt = (
-            database.insert(table)
-            .values(rows[start : start + _LEDGER_CHUNK])
-            .on_conflict_do_nothing(index_elements=[table.c.message_id])
-            .returning(table.c.message_id)
-        )
-        claimed.update(conn.execute(stmt).scalars())
-    return claimed
+    return set(conn.execute(stmt, rows).scalars())
 
 
 def _outbox_row(message: Message) -> dict[str, object]:
