@@ -4,6 +4,7 @@ from accoil_buffer.buffer import Buffer, FlushReport, IngestReport, Rejection
 from accoil_buffer.config import Config, ServerConfig, load_config
 from accoil_buffer.errors import (
     AccoilBufferError,
+    BufferFull,
     ConfigError,
     InvalidMessage,
     SchemaError,
@@ -13,6 +14,7 @@ from accoil_buffer.errors import (
 __all__ = [
     "AccoilBufferError",
     "Buffer",
+    "BufferFull",
     "Config",
     "ConfigError",
     "FlushReport",

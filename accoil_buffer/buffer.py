@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
+import os
+import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+import weakref
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from types import TracebackType
@@ -18,12 +23,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from accoil_buffer.accoil_api import AccoilClient
 from accoil_buffer.config import Config, load_config
 from accoil_buffer.delivery import Delivery, DeliveryReport, DeliverySettings
-from accoil_buffer.errors import ConfigError, InvalidMessage, StorageError
+from accoil_buffer.errors import BufferFull, ConfigError, InvalidMessage, StorageError
 from accoil_buffer.messages import Message, normalise
 from accoil_buffer.scheduler import Scheduler
 from accoil_buffer.store import deliveries, outbox, report, rollup
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import ensure_schema
+from accoil_buffer.writer import GroupWriter
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -144,10 +150,17 @@ class Buffer:
             log.info("no api_key is set: events are buffered, delivery to Accoil is off")
         self._closed = False
         self._wrote = False  # close() folds only if this instance appended something
+        self._room = _Room(config.max_outbox_rows, self._unfolded)
+        self._writer: GroupWriter | None = None
+        if config.durability == "group":
+            self._writer = GroupWriter(self._commit)
         self._scheduler: Scheduler | None = None
         if start:
             self._scheduler = Scheduler(self._scheduled_pass, config.flush_interval_seconds)
             self._scheduler.start()
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _if_alive(me, Buffer._after_fork_in_child))
+        atexit.register(_if_alive, me, Buffer._close_at_exit)
 
     # --- Segment's calls -------------------------------------------------------------------
 
@@ -243,16 +256,26 @@ class Buffer:
     # --- Segment-format messages -----------------------------------------------------------
 
     def ingest(self, message: Mapping[str, Any], *, connection: Connection | None = None) -> str:
-        """Store one Segment-format message; returns its messageId. Raises ``InvalidMessage``."""
+        """Store one Segment-format message; returns its messageId. Raises ``InvalidMessage``
+        (nothing stored) or ``BufferFull``. With ``durability = "group"`` it returns once the
+        message is queued for the writer; with a ``connection`` it is written in that
+        transaction."""
         normalised = normalise(message, received_at=self._clock(), future_margin=self._margin)
-        self._append([normalised], connection)
+        if self._writer is None or connection is not None:
+            self._append([normalised], connection)
+        else:
+            self._ensure_open()
+            self._make_room(1, normalised.received_at.date())
+            self._writer.submit([normalised])
+            self._wrote = True
         return normalised.message_id
 
     def ingest_many(
         self, messages: Iterable[object], *, connection: Connection | None = None
     ) -> IngestReport:
-        """Store every valid message in one transaction; report the invalid ones (anything that
-        is not a valid Segment message, a non-dict included) by index."""
+        """Store every valid message in one transaction, committed before it returns (in any
+        durability mode); report the invalid ones (anything that is not a valid Segment
+        message, a non-dict included) by index."""
         received_at = self._clock()
         valid: list[Message] = []
         rejected: list[Rejection] = []
@@ -275,14 +298,23 @@ class Buffer:
         no new message is sent once it has passed; what is left waits for the next pass.
         ``progress`` is called with each number of messages newly accounted for."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._writer is not None and not self._writer.flush(timeout):
+            raise StorageError(
+                f"queued messages were not committed within {timeout} s "
+                f"({self._writer.last_error or 'the database is slow'})"
+            )
         return self._pass(force=True, deadline=deadline, progress=progress)
 
     def status(self) -> dict[str, Any]:
         """Pending work, anonymous data and drops, as ``accoil-buffer status --json`` prints."""
 
         def read() -> dict[str, Any]:
+            # Queued first: a message committed between the two reads is counted twice,
+            # never missed.
+            queued = 0 if self._writer is None else self._writer.pending
             with self._database.engine.connect() as conn:
                 document = report.status(conn, self._clock())
+            document["outbox"]["queued_in_memory"] = queued
             document["delivery"] = {
                 "enabled": self._client is not None,
                 "endpoint": None if self._client is None else self._client.url,
@@ -317,14 +349,29 @@ class Buffer:
         delivery = self._delivery
         return self._guard(lambda: delivery.replay(ids))
 
-    def close(self) -> None:
-        """Stop the scheduler, fold what this instance wrote, release the database. Idempotent.
-        What is not yet delivered stays in the database for the next pass."""
+    def close(self, timeout: float | None = None) -> None:
+        """Commit queued messages, stop the scheduler, fold what this instance wrote, release
+        the database. Idempotent. Waits at most ``timeout`` seconds (default
+        ``close_timeout_seconds``), even when the database is gone; what was committed stays
+        for the next pass, in this process or another."""
         if self._closed:
             return
         self._closed = True
+        budget = self.config.close_timeout_seconds if timeout is None else timeout
+        finisher = threading.Thread(target=self._finish, name="accoil-buffer-close", daemon=True)
+        finisher.start()
+        finisher.join(budget)
+        if finisher.is_alive():
+            lost = 0 if self._writer is None else self._writer.pending
+            log.error(
+                "close() gave up after %.1f s; %d queued messages were not committed", budget, lost
+            )
+
+    def _finish(self) -> None:
         if self._delivery is not None:
             self._delivery.stop()  # a running pass ends after its in-flight requests
+        if self._writer is not None and not self._writer.close():
+            return
         if self._scheduler is not None:
             self._scheduler.shutdown()
         try:
@@ -336,6 +383,24 @@ class Buffer:
             if self._client is not None:
                 self._client.close()
             self._database.dispose()
+
+    def _close_at_exit(self) -> None:
+        self.close()
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child (gunicorn --preload, Celery prefork) gets a working buffer of its own:
+        new connections, an empty queue (the parent commits what it had queued), a new
+        delivery identity and, if the parent had one, its own scheduler."""
+        if self._closed:
+            return
+        self._database.engine.dispose(close=False)
+        if self._writer is not None:
+            self._writer.after_fork_in_child()
+        if self._delivery is not None:
+            self._delivery.after_fork_in_child()
+        if self._scheduler is not None:
+            self._scheduler = Scheduler(self._scheduled_pass, self.config.flush_interval_seconds)
+            self._scheduler.start()
 
     def __enter__(self) -> Buffer:
         return self
@@ -370,8 +435,9 @@ class Buffer:
         rejected: int = 0,
         today: date | None = None,
     ) -> outbox.AppendResult:
-        if self._closed:
-            raise StorageError("this Buffer is closed")
+        self._ensure_open()
+        if connection is None and messages:
+            self._make_room(len(messages), messages[0].received_at.date())
 
         def write() -> outbox.AppendResult:
             with self._database.write(connection) as conn:
@@ -380,6 +446,43 @@ class Buffer:
         result = self._guard(write)
         self._wrote = True
         return result
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise StorageError("this Buffer is closed")
+
+    def _commit(self, messages: Sequence[Message]) -> None:
+        """The group writer's transaction."""
+        with self._database.write() as conn:
+            outbox.append(self._database, conn, messages)
+
+    def _unfolded(self) -> int:
+        def count() -> int:
+            with self._database.engine.connect() as conn:
+                return report.unfolded(conn)
+
+        queued = 0 if self._writer is None else self._writer.pending
+        return self._guard(count) + queued
+
+    def _make_room(self, n: int, today: date) -> None:
+        """Backpressure: wait up to backpressure_timeout_seconds for room, else refuse."""
+        deadline = time.monotonic() + self.config.backpressure_timeout_seconds
+        while not self._room.fits(n):
+            if time.monotonic() >= deadline:
+
+                def count_refusal() -> None:
+                    with self._database.write() as conn:
+                        outbox.record_drops(
+                            self._database, conn, Counter({(today, BUFFER_FULL): n})
+                        )
+
+                self._guard(count_refusal)
+                raise BufferFull(
+                    f"the outbox holds {self.config.max_outbox_rows} messages waiting "
+                    "(max_outbox_rows); the call was refused and counted. Is the fold "
+                    "running, and can delivery reach Accoil?"
+                )
+            time.sleep(0.05)
 
     def _scheduled_pass(self) -> None:
         self._pass(force=False, deadline=None)
@@ -414,3 +517,34 @@ class Buffer:
             raise StorageError(
                 f"the database failed: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
             ) from exc
+
+
+BUFFER_FULL = "buffer_full"
+
+
+class _Room:
+    """Whether ``n`` more messages fit under ``limit``, re-counting at most every 0.5 s while
+    far from the limit (counting is a query) and every time when close to it."""
+
+    def __init__(self, limit: int, count: Callable[[], int]) -> None:
+        self._limit, self._count = limit, count
+        self._known, self._at = 0, float("-inf")
+        self._lock = threading.Lock()
+
+    def fits(self, n: int) -> bool:
+        if self._limit <= 0:
+            return True
+        with self._lock:
+            stale = time.monotonic() - self._at > 0.5
+            if stale or self._known + n > self._limit * 0.9:
+                self._known, self._at = self._count(), time.monotonic()
+            if self._known + n > self._limit:
+                return False
+            self._known += n
+            return True
+
+
+def _if_alive(ref: weakref.ref[Buffer], action: Callable[[Buffer], None]) -> None:
+    buffer = ref()
+    if buffer is not None:
+        action(buffer)

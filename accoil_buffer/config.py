@@ -20,6 +20,7 @@ from accoil_buffer.errors import ConfigError
 DEFAULT_DATABASE_URL = "sqlite:///accoil_buffer.db"
 CONFIG_FILE_VARIABLE = "ACCOIL_BUFFER_CONFIG"
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+Durability = Literal["sync", "group"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Config:
     request_timeout_seconds: float = 10.0
     max_backoff_seconds: float = 300.0
     claim_lease_seconds: float = 60.0
+    durability: Durability = "group"
+    close_timeout_seconds: float = 5.0
+    max_outbox_rows: int = 1_000_000
+    backpressure_timeout_seconds: float = 0.0
     server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
@@ -63,17 +68,24 @@ class Config:
             "request_timeout_seconds",
             "max_backoff_seconds",
             "claim_lease_seconds",
+            "close_timeout_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be greater than 0, got {getattr(self, name)!r}")
         for name in (
+            "max_outbox_rows",
+            "backpressure_timeout_seconds",
             "future_timestamp_margin_seconds",
             "dedupe_window_hours",
             "outbox_retention_hours",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if self.durability not in get_args(Durability):
+            raise ConfigError(
+                f"durability must be one of {get_args(Durability)}, got {self.durability!r}"
+            )
         if self.sqlite_synchronous not in get_args(SqliteSynchronous):
             raise ConfigError(
                 f"sqlite_synchronous must be one of {get_args(SqliteSynchronous)}, "
@@ -168,7 +180,9 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
                 raise TypeError(type(value).__name__)
             return tuple(str(item).strip() for item in value if str(item).strip())
         if isinstance(value, str):
-            return value.upper() if key == "sqlite_synchronous" else value
+            if key == "sqlite_synchronous":
+                return value.upper()
+            return value.lower() if key == "durability" else value
         raise TypeError(type(value).__name__)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{key} has an invalid value {value!r} ({exc})") from exc

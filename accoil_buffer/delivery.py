@@ -35,10 +35,9 @@ from accoil_buffer.store.engine import Database
 log = logging.getLogger(__name__)
 PHASES = (schema.users, schema.accounts, schema.memberships, schema.daily_counts)
 _MAX_RETRY_AFTER = timedelta(hours=1)
-# Acknowledged answers are recorded at least every 10 ms or 64 answers: a crash can repeat
-# only the requests in flight and those few acknowledged but not yet recorded.
+# Acknowledged answers are recorded at least every 10 ms or every max_in_flight answers: a
+# crash can repeat only the requests in flight and at most as many acknowledged ones.
 _RECORD_WINDOW = 0.010
-_RECORD_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -136,6 +135,11 @@ class Delivery:
         self._clock = clock
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self.holder = f"{socket.gethostname()[:30]}:{uuid.uuid4().hex[:12]}"
+        self._stopping = threading.Event()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child must not share its parent's claims: it gets a name of its own."""
         self.holder = f"{socket.gethostname()[:30]}:{uuid.uuid4().hex[:12]}"
         self._stopping = threading.Event()
 
@@ -304,7 +308,7 @@ class Delivery:
                 elif stop is None:
                     stop = answer
             due = (
-                wave.size >= _RECORD_BATCH
+                wave.size >= self._settings.max_in_flight
                 or not in_flight
                 or time.monotonic() - oldest >= _RECORD_WINDOW
             )

@@ -7,6 +7,7 @@
     ├── SchemaError        the database schema is behind (names `accoil-buffer migrate`)
     │                      or ahead of this version
     └── StorageError       the database failed; wraps the driver error (``__cause__``)
+        └── BufferFull     the outbox is at max_outbox_rows (backpressure; nothing was stored)
 
 Driver errors are wrapped with ``raise ... from exc`` so the original stays visible.
 """
@@ -37,3 +38,7 @@ class SchemaError(AccoilBufferError):
 
 class StorageError(AccoilBufferError):
     """The database could not complete an operation."""
+
+
+class BufferFull(StorageError):
+    """The outbox holds ``max_outbox_rows`` messages; the call was refused, not dropped."""

@@ -21,6 +21,7 @@ from accoil_buffer import Buffer, Config
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import upgrade
 
+ROOT_DIR = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
     "ACCOIL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

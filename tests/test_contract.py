@@ -37,26 +37,27 @@ def test_readme_example(database_url: str, clock: Clock) -> None:
     assert tables.anonymous_counts(database_url) == {}
 
 
-def test_status_reports_what_is_pending(buffer: Buffer) -> None:
-    buffer.identify("u1", {"a": 1})
-    buffer.track("u1", "E")
-    buffer.track("u1", "E")
-    buffer.track(anonymous_id="anon", event="E")
-    before = buffer.status()
-    assert before["outbox"]["unfolded_messages"] == 4
-    assert before["outbox"]["oldest_received_at"] == "2026-11-28T12:00:00.000Z"
-    buffer.flush()
-    after = buffer.status()
-    assert after["outbox"]["unfolded_messages"] == 0
-    assert after["pending"] == {
-        "users": 1,
-        "accounts": 0,
-        "memberships": 0,
-        "count_rows": 1,
-        "occurrences": 2,
-    }
-    assert after["anonymous"] == {"ids": 1, "occurrences": 1}
-    assert after["oldest_undelivered_at"] == "2026-11-28T12:00:00.000Z"
+def test_status_reports_what_is_pending(database_url: str, clock: Clock) -> None:
+    with Buffer(database_url, start=False, clock=clock, durability="sync") as buffer:
+        buffer.identify("u1", {"a": 1})
+        buffer.track("u1", "E")
+        buffer.track("u1", "E")
+        buffer.track(anonymous_id="anon", event="E")
+        before = buffer.status()
+        assert before["outbox"]["unfolded_messages"] == 4
+        assert before["outbox"]["oldest_received_at"] == "2026-11-28T12:00:00.000Z"
+        buffer.flush()
+        after = buffer.status()
+        assert after["outbox"]["unfolded_messages"] == 0
+        assert after["pending"] == {
+            "users": 1,
+            "accounts": 0,
+            "memberships": 0,
+            "count_rows": 1,
+            "occurrences": 2,
+        }
+        assert after["anonymous"] == {"ids": 1, "occurrences": 1}
+        assert after["oldest_undelivered_at"] == "2026-11-28T12:00:00.000Z"
 
 
 def test_counts_accumulate_across_folds_and_days(buffer: Buffer, database_url: str) -> None:

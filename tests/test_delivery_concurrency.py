@@ -103,5 +103,6 @@ def test_a_flusher_killed_at_random_points_loses_nothing(database_url: str, cloc
     print(f"crash drill: {kills} kills, {len(bodies)} accepted, {duplicates} duplicates")
     assert kills >= 2
     assert len(tracks) == total  # every occurrence arrived
-    assert duplicates <= kills * 4  # at most the requests in flight at each kill
+    # At most, per kill, the requests in flight (4) and as many acknowledged, not yet recorded.
+    assert duplicates <= kills * 2 * 4
     assert tables.counts(database_url)  # the rollup is intact

@@ -38,6 +38,30 @@ def deliver(url: str, endpoint: str) -> None:
             buf.flush()
 
 
+def record(url: str, durability: str) -> None:
+    """Record track calls forever, printing how many have returned after each hundred."""
+    buf = Buffer(url, start=False, durability=durability)
+    i = 0
+    while True:
+        buf.track("u", "E", message_id=f"m{i}")
+        i += 1
+        if i % 100 == 0:
+            print(i, flush=True)
+
+
+def exit_without_database(url: str) -> None:
+    """Queue calls, wait for the database to be dropped, queue more, and just exit."""
+    buf = Buffer(url, start=False, durability="group", close_timeout_seconds=2)
+    for _ in range(5):
+        buf.track("u", "E")
+    buf.flush()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for _ in range(5):
+        buf.track("u", "E")
+    # No close(): the exit hook must not hang the interpreter.
+
+
 if __name__ == "__main__":
     command, url, *rest = sys.argv[1:]
     if command == "write":
@@ -46,5 +70,9 @@ if __name__ == "__main__":
         fold(url, int(rest[0]))
     elif command == "deliver":
         deliver(url, rest[0])
+    elif command == "record":
+        record(url, rest[0])
+    elif command == "exit-without-database":
+        exit_without_database(url)
     else:
         raise SystemExit(f"unknown command {command}")

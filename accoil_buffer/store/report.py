@@ -99,3 +99,9 @@ def _iso(moment: datetime | None) -> str | None:
 def ping(conn: Connection) -> None:
     """Raise unless the database answers with our schema in it."""
     conn.execute(select(schema.delivery_state.c.id).limit(1)).all()
+
+
+def unfolded(conn: Connection) -> int:
+    """Messages in the outbox not yet folded (for backpressure)."""
+    o = schema.outbox
+    return int(conn.scalar(select(func.count()).select_from(o).where(o.c.folded_at.is_(None))) or 0)

@@ -1,0 +1,107 @@
+"""Group commit: calls return at once and one writer thread commits what they queued.
+
+The writer commits at least every ``interval`` seconds (5 ms by default) and at most
+``max_batch`` messages per transaction. A failed commit keeps its messages and tries again
+(the database may come back); nothing is dropped. ``flush()`` waits until everything
+submitted before it is committed; ``close()`` does the same within a timeout, so process exit
+is never held up for longer than that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from accoil_buffer.messages import Message
+
+log = logging.getLogger(__name__)
+
+
+class GroupWriter:
+    def __init__(
+        self,
+        commit: Callable[[Sequence[Message]], object],
+        *,
+        interval: float = 0.005,
+        max_batch: int = 2000,
+        retry_after: float = 0.5,
+    ) -> None:
+        self._commit = commit
+        self._interval = interval
+        self._max_batch = max_batch
+        self._retry_after = retry_after
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        self._queue: deque[Message] = deque()
+        self._condition = threading.Condition()
+        self._submitted = 0  # messages ever submitted
+        self._committed = 0  # messages ever committed
+        self._closing = False
+        self.last_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="accoil-buffer-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Messages accepted but not yet committed."""
+        with self._condition:
+            return self._submitted - self._committed
+
+    def submit(self, messages: Sequence[Message]) -> None:
+        with self._condition:
+            if self._closing:
+                raise RuntimeError("the writer is closed")
+            self._queue.extend(messages)
+            self._submitted += len(messages)
+            if len(self._queue) >= self._max_batch:
+                self._condition.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is committed; False if the timeout passed."""
+        with self._condition:
+            target = self._submitted
+            self._condition.notify_all()
+            return self._condition.wait_for(lambda: self._committed >= target, timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Commit what is pending, then stop the thread; False if that did not finish in time."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify_all()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def after_fork_in_child(self) -> None:
+        """The parent still owns (and will commit) what it queued: start empty."""
+        self._start_fresh()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(
+                    lambda: self._closing or len(self._queue) >= self._max_batch, self._interval
+                )
+                batch = [self._queue[i] for i in range(min(len(self._queue), self._max_batch))]
+                if not batch and self._closing:
+                    return
+            if not batch:
+                continue
+            try:
+                self._commit(batch)
+            except Exception as exc:
+                # Keep the messages: the database may come back. Closing gives up only
+                # when close()'s timeout lets the interpreter exit.
+                self.last_error = exc
+                log.error("could not commit %d messages (%s); retrying", len(batch), exc)
+                time.sleep(self._retry_after)
+                continue
+            with self._condition:
+                for _ in batch:
+                    self._queue.popleft()
+                self._committed += len(batch)
+                self.last_error = None
+                self._condition.notify_all()

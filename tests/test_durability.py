@@ -1,0 +1,171 @@
+"""Durability modes, crashes, fork, exit and backpressure (SPEC 4.6, 6)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+from starlette.testclient import TestClient
+
+from accoil_buffer import Buffer, BufferFull, ServerConfig
+from accoil_buffer.server import Sidecar
+from accoil_buffer.store import schema
+from tests import tables
+from tests.conftest import ROOT_DIR, Clock
+
+
+def test_group_mode_returns_at_once_and_commits_on_flush(database_url: str, clock: Clock) -> None:
+    with Buffer(database_url, start=False, clock=clock, durability="group") as buf:
+        for i in range(500):
+            buf.track(f"u{i % 5}", "E")
+        status = buf.status()["outbox"]
+        assert status["unfolded_messages"] + status["queued_in_memory"] >= 500  # none missed
+        buf.flush()
+        assert buf.status()["outbox"] == {
+            "unfolded_messages": 0,
+            "oldest_received_at": None,
+            "queued_in_memory": 0,
+        }
+        for _ in range(7):
+            buf.track("late", "E")  # committed by close()
+    counts = tables.counts(database_url)
+    assert sum(counts.values()) == 507
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("durability", ["sync", "group"])
+def test_a_process_killed_while_writing(database_url: str, durability: str) -> None:
+    with Buffer(database_url, start=False):
+        pass  # migrate first
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.workers", "record", database_url, durability],
+        cwd=ROOT_DIR,
+        stdout=subprocess.PIPE,
+    )
+    assert writer.stdout is not None
+    returned = 0
+    while returned < 1500:
+        returned = int(writer.stdout.readline())
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    stored = tables.outbox_size(database_url)
+    assert tables.table_count(database_url, schema.message_ids) == stored  # consistent
+    if durability == "sync":
+        assert stored >= returned  # every call that returned is there
+    else:
+        assert stored >= returned - 2000  # at most one writer batch (the documented window)
+    with Buffer(database_url, start=False) as buf:
+        buf.flush()
+    assert sum(tables.counts(database_url).values()) == stored
+
+
+def test_fork_in_the_middle_of_a_stream(database_url: str, clock: Clock) -> None:
+    buf = Buffer(database_url, start=False, clock=clock, durability="group")
+    for i in range(100):
+        buf.track("parent", "E", message_id=f"p{i}")
+    pid = os.fork()
+    if pid == 0:  # the child: record its own, then leave without running pytest's teardown
+        code = 0
+        try:
+            for i in range(100):
+                buf.track("child", "E", message_id=f"c{i}")
+            buf.close()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    for i in range(100, 200):
+        buf.track("parent", "E", message_id=f"p{i}")
+    _, status = os.waitpid(pid, 0)
+    buf.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    with Buffer(database_url, start=False, clock=clock) as after:
+        after.flush()
+    today = clock.now.date()
+    assert tables.counts(database_url) == {
+        (today, "parent", "track", "E"): 200,
+        (today, "child", "track", "E"): 100,
+    }
+    assert tables.drops(database_url) == {}  # nothing was written twice
+
+
+@pytest.mark.slow
+def test_exit_with_the_database_gone_is_bounded(postgres_database: str) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.workers", "exit-without-database", postgres_database],
+        cwd=ROOT_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert worker.stdout is not None
+    assert worker.stdin is not None
+    assert worker.stdout.readline().strip() == b"ready"
+    admin = create_engine(
+        postgres_database.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT"
+    )
+    name = postgres_database.rsplit("/", 1)[1]
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+    started = time.monotonic()
+    worker.stdin.write(b"go\n")
+    worker.stdin.flush()
+    _, stderr = worker.communicate(timeout=60)
+    assert time.monotonic() - started < 15
+    assert worker.returncode == 0
+    assert b"queued messages were not committed" in stderr
+
+
+def test_at_the_bound_calls_are_refused_counted_and_then_let_through(
+    database_url: str, clock: Clock
+) -> None:
+    with Buffer(
+        database_url, start=False, clock=clock, durability="sync", max_outbox_rows=5
+    ) as buf:
+        for _ in range(5):
+            buf.track("u", "E")
+        with pytest.raises(BufferFull, match="max_outbox_rows"):
+            buf.track("u", "E")
+        with pytest.raises(BufferFull):
+            buf.ingest_many([{"type": "track", "userId": "u", "event": "E"}])
+        buf.flush()  # the fold makes room
+        buf.track("u", "E")
+    assert tables.drops(database_url) == {"buffer_full": 2}
+    assert sum(tables.counts(database_url).values()) == 6
+
+
+def test_a_call_at_the_bound_can_wait_for_room(database_url: str, clock: Clock) -> None:
+    with Buffer(
+        database_url,
+        start=False,
+        clock=clock,
+        durability="group",
+        max_outbox_rows=3,
+        backpressure_timeout_seconds=10,
+    ) as buf:
+        for _ in range(3):
+            buf.track("u", "E")
+        folder = threading.Timer(0.3, buf.flush)
+        folder.start()
+        started = time.monotonic()
+        buf.track("u", "E")  # blocks until the fold has made room
+        waited = time.monotonic() - started
+        folder.join()
+    assert waited >= 0.2
+    assert sum(tables.counts(database_url).values()) == 4
+
+
+def test_the_daemon_answers_503_when_full(tmp_path: object, clock: Clock) -> None:
+    url = f"sqlite:///{tmp_path}/full.db"
+    with Buffer(url, start=False, clock=clock, max_outbox_rows=1) as buf:
+        client = TestClient(Sidecar(buf, ServerConfig()).app)
+        first = client.post("/v1/track", json={"userId": "u", "event": "E"})
+        second = client.post("/v1/track", json={"userId": "u", "event": "E"})
+    assert (first.status_code, second.status_code) == (200, 503)
+    assert second.json()["code"] == "unavailable"
