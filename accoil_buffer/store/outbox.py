@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
+from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from accoil_buffer.messages import Message
 from accoil_buffer.store import schema
@@ -55,7 +59,8 @@ def append(
     fresh = [m for m in unique if m.message_id in claimed]
     deliverable = [m for m in fresh if m.deliverable]
     if deliverable:
-        conn.execute(schema.outbox.insert(), [_outbox_row(m) for m in deliverable])
+        rows = [_outbox_row(m) for m in deliverable]
+        conn.execute(_OUTBOX_INSERT, rows[0] if len(rows) == 1 else rows)
     counts: Counter[tuple[date, str]] = Counter()
     today = messages[0].received_at.date()
     duplicates = len(messages) - len(fresh)
@@ -85,19 +90,27 @@ def record_drops(database: Database, conn: Connection, counts: Counter[tuple[dat
     )
 
 
-def _claim_message_ids(
-    database: Database, conn: Connection, messages: Iterable[Message]
-) -> set[str]:
-    # executemany with RETURNING: compiled once and cached, unlike a multi-VALUES statement
-    # built from the rows, whose compilation cost half of an ingest.
+@cache
+def _ledger_insert(postgresql: bool) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING message_id``, built once per dialect: it runs
+    for every call recorded."""
     table = schema.message_ids
-    stmt = (
-        database.insert(table)
-        .on_conflict_do_nothing(index_elements=[table.c.message_id])
-        .returning(table.c.message_id)
+    stmt = (pg_insert if postgresql else sqlite_insert)(table)
+    return stmt.on_conflict_do_nothing(index_elements=[table.c.message_id]).returning(
+        table.c.message_id
     )
+
+
+_OUTBOX_INSERT = schema.outbox.insert()
+
+
+def _claim_message_ids(
+    database: Database, conn: Connection, messages: Sequence[Message]
+) -> set[str]:
+    stmt = _ledger_insert(database.is_postgresql)
     rows = [{"message_id": m.message_id, "received_at": m.received_at} for m in messages]
-    return set(conn.execute(stmt, rows).scalars())
+    # One row as a plain statement; several as executemany with RETURNING (compiled once).
+    return set(conn.execute(stmt, rows[0] if len(rows) == 1 else rows).scalars())
 
 
 def _outbox_row(message: Message) -> dict[str, object]:

@@ -1,0 +1,138 @@
+"""Recording events: per-call cost (B1), a burst of calls (B2), memory while events wait (B4).
+
+    .venv/bin/python -m bench.ingest b1 [--calls 100000]
+    .venv/bin/python -m bench.ingest b2 [--calls 1000000]
+    .venv/bin/python -m bench.ingest b4 [--calls 1000000]
+
+B1 compares ``Buffer.track`` in each durability mode with, in the same run, Segment's own
+``Client(send=False).track`` (an in-memory queue) and a raw ``sqlite3`` INSERT + COMMIT per
+event at the same ``synchronous`` setting. Targets: group >= 1.0x Segment's client;
+sync >= 0.5x raw sqlite3. B2 records a burst and counts the stored events afterwards
+(target: 0 lost). B4 reports the peak RSS of a process holding 1M undelivered events in
+its database (target: < 100 MiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from segment.analytics.client import Client as SegmentClient
+
+from accoil_buffer import Buffer
+
+
+def rate(calls: int, record: Callable[[int], object]) -> float:
+    started = time.perf_counter()
+    for i in range(calls):
+        record(i)
+    return calls / (time.perf_counter() - started)
+
+
+def raw_sqlite(path: Path, calls: int, synchronous: str) -> float:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+
+    def insert(i: int) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO events (body) VALUES (?)", (json.dumps(
+            {"type": "track", "userId": f"user-{i % 1000}", "event": f"E{i % 20}",
+             "properties": {"i": i}}),))
+        db.execute("COMMIT")
+
+    result = rate(calls, insert)
+    db.close()
+    return result
+
+
+def buffer_rate(path: Path, calls: int, durability: str, synchronous: str) -> float:
+    with Buffer(f"sqlite:///{path}", start=False, durability=durability,
+                sqlite_synchronous=synchronous, max_outbox_rows=0) as buf:
+        def track(i: int) -> None:
+            buf.track(f"user-{i % 1000}", f"E{i % 20}", {"i": i})
+
+        result = rate(calls, track)
+        buf.flush()  # not timed: group mode's writer catches up
+        return result
+
+
+def b1(calls: int) -> None:
+    segment = SegmentClient("bench", send=False, max_queue_size=calls + 1)
+    segment_rate = rate(calls, lambda i: segment.track(f"user-{i % 1000}", f"E{i % 20}",
+                                                       {"i": i}))
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        rows = [("segment Client(send=False).track", segment_rate)]
+        for synchronous in ("FULL", "NORMAL"):
+            sync_calls = calls // 10 if synchronous == "FULL" else calls // 4
+            rows.append((f"raw sqlite3 commit per event, {synchronous}",
+                         raw_sqlite(root / f"raw-{synchronous}.db", sync_calls, synchronous)))
+            rows.append((f"Buffer sync, {synchronous}",
+                         buffer_rate(root / f"sync-{synchronous}.db", sync_calls, "sync",
+                                     synchronous)))
+        rows.append(("Buffer group (default), FULL",
+                     buffer_rate(root / "group.db", calls, "group", "FULL")))
+    print(f"B1: track calls per second ({calls} calls; commit-per-event rows use fewer)")
+    base = dict(rows)
+    for name, value in rows:
+        print(f"  {name:<40} {value:>10,.0f}/s")
+    print(f"  group vs Segment's in-memory client:   "
+          f"{base['Buffer group (default), FULL'] / segment_rate:.2f}x (target >= 1.0)")
+    for synchronous in ("FULL", "NORMAL"):
+        ratio = base[f"Buffer sync, {synchronous}"] / \
+            base[f"raw sqlite3 commit per event, {synchronous}"]
+        print(f"  sync vs raw sqlite3 ({synchronous}):{' ' * (19 - len(synchronous))}"
+              f"{ratio:.2f}x (target >= 0.5)")
+
+
+def b2(calls: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{Path(folder) / 'burst.db'}"
+        with Buffer(url, start=False, max_outbox_rows=0) as buf:
+            started = time.perf_counter()
+            for i in range(calls):
+                buf.track(f"user-{i % 1000}", f"E{i % 20}", {"i": i})
+            returned = time.perf_counter() - started
+            buf.flush()
+            total = time.perf_counter() - started
+            stored = buf.status()["pending"]["occurrences"]
+    print(f"B2: a burst of {calls:,} track calls (group commit)")
+    print(f"  calls returned at {calls / returned:,.0f}/s; committed and folded at "
+          f"{calls / total:,.0f}/s")
+    print(f"  stored {stored:,} of {calls:,}: {calls - stored} lost")
+
+
+def b4(calls: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{Path(folder) / 'backlog.db'}"
+        with Buffer(url, start=False, max_outbox_rows=0) as buf:
+            for start in range(0, calls, 10_000):
+                buf.ingest_many({"type": "track", "userId": f"user-{i % 50_000}",
+                                 "event": f"E{i % 20}"} for i in range(start, start + 10_000))
+            waiting = buf.status()["outbox"]["unfolded_messages"]
+            buf.flush()
+            pending = buf.status()["pending"]["occurrences"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"B4: {waiting:,} events recorded, then {pending:,} occurrences waiting undelivered")
+    print(f"  peak RSS of the process: {peak:.0f} MiB (target < 100 MiB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", choices=["b1", "b2", "b4"])
+    parser.add_argument("--calls", type=int)
+    args = parser.parse_args()
+    default = {"b1": 100_000, "b2": 1_000_000, "b4": 1_000_000}[args.which]
+    {"b1": b1, "b2": b2, "b4": b4}[args.which](args.calls or default)
+
+
+if __name__ == "__main__":
+    main()
