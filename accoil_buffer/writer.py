@@ -1,10 +1,10 @@
 """Group commit: calls return at once and one writer thread commits what they queued.
 
-The writer commits at least every ``interval`` seconds (5 ms by default) and at most
-``max_batch`` messages per transaction. A failed commit keeps its messages and tries again
-(the database may come back); nothing is dropped. ``flush()`` waits until everything
-submitted before it is committed; ``close()`` does the same within a timeout, so process exit
-is never held up for longer than that.
+The writer commits at least every ``interval`` seconds (5 ms by default), at most
+``max_batch`` messages per transaction, and at most ``max_queued`` messages wait in memory.
+A failed commit keeps its messages and tries again (the database may come back); nothing is
+dropped. ``flush()`` waits until everything submitted before it is committed; ``close()``
+does the same within a timeout, so process exit is never held up for longer than that.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from accoil_buffer.errors import BufferFull
 from accoil_buffer.messages import Message
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,13 @@ class GroupWriter:
         *,
         interval: float = 0.005,
         max_batch: int = 2000,
+        max_queued: int = 20_000,
         retry_after: float = 0.5,
     ) -> None:
         self._commit = commit
         self._interval = interval
         self._max_batch = max_batch
+        self._max_queued = max_queued
         self._retry_after = retry_after
         self._start_fresh()
 
@@ -52,7 +55,15 @@ class GroupWriter:
             return self._submitted - self._committed
 
     def submit(self, messages: Sequence[Message]) -> None:
+        """Queue messages. With ``max_queued`` already waiting, wait for the writer while it
+        is committing (memory stays bounded); if it is failing, raise ``BufferFull``."""
         with self._condition:
+            while len(self._queue) >= self._max_queued and not self._closing:
+                self._condition.notify_all()
+                if not self._condition.wait(1.0) and self.last_error is not None:
+                    raise BufferFull(
+                        f"{len(self._queue)} messages are waiting for the database, which is "
+                        f"failing ({self.last_error}); the call was refused")
             if self._closing:
                 raise RuntimeError("the writer is closed")
             self._queue.extend(messages)

@@ -14,8 +14,10 @@ from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
 from accoil_buffer import Buffer, BufferFull, ServerConfig
+from accoil_buffer.messages import normalise
 from accoil_buffer.server import Sidecar
 from accoil_buffer.store import schema
+from accoil_buffer.writer import GroupWriter
 from tests import tables
 from tests.conftest import ROOT_DIR, Clock
 
@@ -169,3 +171,16 @@ def test_the_daemon_answers_503_when_full(tmp_path: object, clock: Clock) -> Non
         second = client.post("/v1/track", json={"userId": "u", "event": "E"})
     assert (first.status_code, second.status_code) == (200, 503)
     assert second.json()["code"] == "unavailable"
+
+
+def test_the_queue_in_memory_is_bounded_when_the_database_fails() -> None:
+    def failing(_messages: object) -> None:
+        raise OSError("disk on fire")
+
+    writer = GroupWriter(failing, max_queued=10, retry_after=0.05)
+    message = normalise({"type": "track", "userId": "u", "event": "E"}, received_at=Clock().now)
+    writer.submit([message] * 10)
+    with pytest.raises(BufferFull, match="disk on fire"):
+        writer.submit([message])
+    assert writer.pending == 10  # nothing was dropped: the queued ten are still waiting
+    assert not writer.close(timeout=0.2)  # and close() gives up within its timeout

@@ -1,0 +1,115 @@
+"""B3: fold rate (outbox events/s into daily counts) against a raw batched upsert.
+
+    .venv/bin/python -m bench.fold [--events 200000] [--postgres URL]
+
+The baseline is the least a fold must do, written by hand for each driver (sqlite3,
+psycopg): one ``INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE`` of the events into a
+counts table, and a ``DELETE`` of the events, in one transaction. The buffer's fold does
+that plus identity links, anonymous ids, traits and memberships. Target: >= 0.5x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from accoil_buffer import Buffer, Config
+from accoil_buffer.messages import normalise
+from accoil_buffer.store import outbox
+from accoil_buffer.store.engine import Database
+from bench.delivery import fresh_postgres
+
+USERS, EVENTS = 5000, 20
+BASELINE_SCHEMA = [
+    "CREATE TABLE events (day DATE, user_id TEXT, kind TEXT, name TEXT)",
+    "CREATE TABLE counts (day DATE, user_id TEXT, kind TEXT, name TEXT, count BIGINT, "
+    "PRIMARY KEY (day, user_id, kind, name))",
+]
+BASELINE_FOLD = [
+    "INSERT INTO counts SELECT day, user_id, kind, name, count(*) FROM events WHERE true "
+    "GROUP BY day, user_id, kind, name "
+    "ON CONFLICT (day, user_id, kind, name) DO UPDATE SET count = counts.count + excluded.count",
+    "DELETE FROM events",
+]
+
+
+def rows(n: int) -> list[tuple[str, str, str, str]]:
+    return [("2026-11-28", f"user-{i % USERS}", "track", f"E{i % EVENTS}") for i in range(n)]
+
+
+def baseline_sqlite(path: Path, n: int) -> float:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for statement in BASELINE_SCHEMA:
+        db.execute(statement)
+    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows(n))
+    started = time.perf_counter()
+    db.execute("BEGIN IMMEDIATE")
+    for statement in BASELINE_FOLD:
+        db.execute(statement)
+    db.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    db.close()
+    return n / elapsed
+
+
+def baseline_postgres(url: str, n: int) -> float:
+    with psycopg.connect(url.replace("+psycopg", "")) as db:
+        for statement in BASELINE_SCHEMA:
+            db.execute(statement)
+        with db.cursor() as cursor:
+            cursor.executemany("INSERT INTO events VALUES (%s, %s, %s, %s)", rows(n))
+        db.commit()
+        started = time.perf_counter()
+        for statement in BASELINE_FOLD:
+            db.execute(statement)
+        db.commit()
+        return n / (time.perf_counter() - started)
+
+
+def ours(url: str, n: int) -> float:
+    with Buffer(url, start=False):
+        pass  # migrate
+    database = Database.open(Config(database_url=url))
+    now = datetime.now(UTC)
+    for start in range(0, n, 10_000):
+        messages = [normalise({"type": "track", "userId": f"user-{i % USERS}",
+                               "event": f"E{i % EVENTS}"}, received_at=now)
+                    for i in range(start, min(n, start + 10_000))]
+        with database.write() as conn:
+            outbox.append(database, conn, messages)
+    database.dispose()
+    with Buffer(url, start=False) as buf:
+        started = time.perf_counter()
+        folded = buf.flush().folded
+        elapsed = time.perf_counter() - started
+    assert folded == n
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+    n = args.events
+    with tempfile.TemporaryDirectory() as folder:
+        sqlite_base = baseline_sqlite(Path(folder) / "raw.db", n)
+        sqlite_ours = ours(f"sqlite:///{Path(folder) / 'ours.db'}", n)
+    postgres_base = baseline_postgres(fresh_postgres(args.postgres), n)
+    postgres_ours = ours(fresh_postgres(args.postgres), n)
+    print(f"B3: folding {n:,} track events ({USERS} users x {EVENTS} events)")
+    for name, base, value in (("SQLite", sqlite_base, sqlite_ours),
+                              ("PostgreSQL", postgres_base, postgres_ours)):
+        print(f"  {name:<11} raw upsert {base:>10,.0f}/s   fold {value:>10,.0f}/s   "
+              f"{value / base:.2f}x (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
