@@ -108,6 +108,8 @@ def b2(calls: int) -> None:
     print(f"  calls returned at {calls / returned:,.0f}/s; committed and folded at "
           f"{calls / total:,.0f}/s")
     print(f"  stored {stored:,} of {calls:,}: {calls - stored} lost")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS of the process: {peak:.0f} MiB")
 
 
 def b4(calls: int) -> None:

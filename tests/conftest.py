@@ -97,13 +97,23 @@ def _fresh_postgres(template: str | None) -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _url(request: pytest.FixtureRequest, tmp_path: Path, postgres_fixture: str) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'buffer.db'}"
+    url: str = request.getfixturevalue(postgres_fixture)
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty (for SQLite) or freshly migrated (PostgreSQL) test database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'buffer.db'}"
-    url: str = request.getfixturevalue("postgres_database")
-    return url
+    return _url(request, tmp_path, "postgres_database")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a test database with no tables at all, on SQLite and on PostgreSQL."""
+    return _url(request, tmp_path, "empty_postgres_database")
 
 
 @pytest.fixture

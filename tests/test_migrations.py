@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -22,14 +21,6 @@ from accoil_buffer.store.migrate import (
 from accoil_buffer.store.schema import metadata
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'empty.db'}"
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 def _app_table(url: str) -> None:
     """An application's own table, which the buffer must leave alone."""
     engine = create_engine(url)
@@ -39,9 +30,9 @@ def _app_table(url: str) -> None:
     engine.dispose()
 
 
-def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
-    _app_table(empty_url)
-    database = Database.open(Config(database_url=empty_url))
+def test_upgrade_from_empty_matches_the_models(empty_database_url: str) -> None:
+    _app_table(empty_database_url)
+    database = Database.open(Config(database_url=empty_database_url))
     upgrade(database)
     with database.engine.connect() as conn:
         assert current_revision(conn) == head_revision()
@@ -54,8 +45,8 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     assert {t.name for t in metadata.sorted_tables} | {VERSION_TABLE, "orders"} == names
 
 
-def test_upgrade_is_idempotent_and_safe_to_run_concurrently(empty_url: str) -> None:
-    database = Database.open(Config(database_url=empty_url))
+def test_upgrade_is_idempotent_and_safe_to_run_concurrently(empty_database_url: str) -> None:
+    database = Database.open(Config(database_url=empty_database_url))
     errors: list[BaseException] = []
 
     def migrate() -> None:
@@ -76,19 +67,19 @@ def test_upgrade_is_idempotent_and_safe_to_run_concurrently(empty_url: str) -> N
     assert errors == []
 
 
-def test_a_schema_behind_head_is_refused_when_auto_migrate_is_off(empty_url: str) -> None:
+def test_a_schema_behind_head_is_refused_when_auto_migrate_is_off(empty_database_url: str) -> None:
     with pytest.raises(SchemaError) as info:
-        Buffer(empty_url, start=False, auto_migrate=False)
+        Buffer(empty_database_url, start=False, auto_migrate=False)
     assert "accoil-buffer migrate" in str(info.value)
-    with Buffer(empty_url, start=False) as buf:  # auto_migrate defaults to true
+    with Buffer(empty_database_url, start=False) as buf:  # auto_migrate defaults to true
         buf.track("u1", "E")
 
 
-def test_a_schema_from_a_newer_version_is_refused(empty_url: str) -> None:
-    database = Database.open(Config(database_url=empty_url))
+def test_a_schema_from_a_newer_version_is_refused(empty_database_url: str) -> None:
+    database = Database.open(Config(database_url=empty_database_url))
     upgrade(database)
     with database.engine.begin() as conn:
         conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = 'fffffffff'"))
     database.dispose()
     with pytest.raises(SchemaError, match="newer version"):
-        Buffer(empty_url, start=False)
+        Buffer(empty_database_url, start=False)
