@@ -63,7 +63,8 @@ class GroupWriter:
                 if not self._condition.wait(1.0) and self.last_error is not None:
                     raise BufferFull(
                         f"{len(self._queue)} messages are waiting for the database, which is "
-                        f"failing ({self.last_error}); the call was refused")
+                        f"failing ({self.last_error}); the call was refused"
+                    )
             if self._closing:
                 raise RuntimeError("the writer is closed")
             self._queue.extend(messages)

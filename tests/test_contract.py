@@ -342,3 +342,15 @@ def test_postgres_connections_dropped_by_the_server_are_replaced(
         admin.dispose()
         buf.track("u1", "E")
     assert tables.counts(postgres_database) == {(TODAY, "u1", "track", "E"): 2}
+
+
+def test_traits_after_a_link_speak_for_the_user_across_folds(
+    buffer: Buffer, database_url: str
+) -> None:
+    # Found by the property test: the outbox is empty after the first fold, and SQLite would
+    # reuse row id 1 for the next message unless ids are AUTOINCREMENT.
+    buffer.identify("u1", {"k3": None}, anonymous_id="a2")
+    buffer.flush()
+    buffer.identify(anonymous_id="a2", traits={"k1": None, "k3": {"nested": [1, "two"]}})
+    buffer.flush()
+    assert tables.users(database_url) == {"u1": {"k3": {"nested": [1, "two"]}, "k1": None}}

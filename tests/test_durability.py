@@ -174,8 +174,12 @@ def test_the_daemon_answers_503_when_full(tmp_path: object, clock: Clock) -> Non
 
 
 def test_the_queue_in_memory_is_bounded_when_the_database_fails() -> None:
+    on_fire = threading.Event()
+    on_fire.set()
+
     def failing(_messages: object) -> None:
-        raise OSError("disk on fire")
+        if on_fire.is_set():
+            raise OSError("disk on fire")
 
     writer = GroupWriter(failing, max_queued=10, retry_after=0.05)
     message = normalise({"type": "track", "userId": "u", "event": "E"}, received_at=Clock().now)
@@ -184,3 +188,6 @@ def test_the_queue_in_memory_is_bounded_when_the_database_fails() -> None:
         writer.submit([message])
     assert writer.pending == 10  # nothing was dropped: the queued ten are still waiting
     assert not writer.close(timeout=0.2)  # and close() gives up within its timeout
+    on_fire.clear()  # the disk is mended: the writer commits the ten and stops
+    assert writer.close(timeout=5)
+    assert writer.pending == 0

@@ -92,11 +92,27 @@ def _fold_chunk(
     if hi is None:
         return 0
     chunk = and_(o.c.folded_at.is_(None), o.c.id <= hi)
-    _link_identities(database, conn, chunk, now)
-    _fold_traits(database, conn, chunk, now)
-    _move_linked_anonymous_data(database, conn, now)
-    _fold_memberships(database, conn, chunk, now)
-    _fold_counts(database, conn, chunk, now)
+    # Which types the chunk holds (and how many carry no userId), so that statements with
+    # nothing to do are skipped: a chunk of track events needs only the counts.
+    present: dict[str, int] = dict(
+        conn.execute(
+            select(o.c.type, func.count().filter(o.c.user_id.is_(None)))
+            .where(chunk)
+            .group_by(o.c.type)
+        ).all()
+    )
+    linked = 0
+    if "identify" in present or "alias" in present:
+        linked = _link_identities(database, conn, chunk, now)
+    if linked or "identify" in present or "group" in present:
+        _fold_traits(database, conn, chunk, now)
+    if linked:  # no anonymous row has a link at the end of a fold: only new links move data
+        _move_linked_anonymous_data(database, conn, now)
+    if "group" in present:
+        _fold_memberships(database, conn, chunk, now)
+    events = [kind for kind in EVENT_KINDS if kind in present]
+    if events:
+        _fold_counts(database, conn, chunk, now, anonymous=any(present[k] for k in events))
     if settings.outbox_retention > timedelta(0):
         return conn.execute(update(o).where(chunk).values(folded_at=now)).rowcount
     return conn.execute(delete(o).where(chunk)).rowcount
@@ -108,8 +124,9 @@ def _now(now: datetime) -> ColumnElement[datetime]:
 
 def _link_identities(
     database: Database, conn: Connection, chunk: ColumnElement[bool], now: datetime
-) -> None:
-    """identify (userId + anonymousId) and alias (previousId → userId) link ids; first link wins."""
+) -> int:
+    """identify (userId + anonymousId) and alias (previousId → userId) link ids; first link wins.
+    Returns how many new links were made."""
     candidates = union(
         select(o.c.anonymous_id.label("anonymous_id"), o.c.user_id, o.c.id).where(
             chunk, o.c.type == "identify", o.c.user_id.is_not(None), o.c.anonymous_id.is_not(None)
@@ -132,7 +149,7 @@ def _link_identities(
             ranked.c.rank == 1
         ),
     )
-    conn.execute(stmt.on_conflict_do_nothing(index_elements=[links.c.anonymous_id]))
+    return conn.execute(stmt.on_conflict_do_nothing(index_elements=[links.c.anonymous_id])).rowcount
 
 
 def _move_linked_anonymous_data(database: Database, conn: Connection, now: datetime) -> None:
@@ -275,7 +292,12 @@ def _fold_memberships(
 
 
 def _fold_counts(
-    database: Database, conn: Connection, chunk: ColumnElement[bool], now: datetime
+    database: Database,
+    conn: Connection,
+    chunk: ColumnElement[bool],
+    now: datetime,
+    *,
+    anonymous: bool,
 ) -> None:
     is_event = o.c.type.in_(EVENT_KINDS)
     _add_counts(
@@ -295,6 +317,8 @@ def _fold_counts(
         .group_by(o.c.day, _subject, o.c.type, o.c.name),
     )
 
+    if not anonymous:
+        return
     ac = schema.anonymous_counts
     stmt = database.insert(ac).from_select(
         ["day", "anonymous_id", "kind", "name", "count", "last_seen_at"],

@@ -88,6 +88,9 @@ outbox = Table(
     Column("folded_at", UTCDateTime, comment="set when folded and kept for audit retention"),
     Index(None, "folded_at", "id"),
     comment="Accepted messages not yet folded into users, accounts and counts.",
+    # Ids must never be reused once folded rows are deleted: the fold orders messages by id
+    # across chunks (a message after an identity link speaks for the user).
+    sqlite_autoincrement=True,
 )
 
 message_ids = Table(

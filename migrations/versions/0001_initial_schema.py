@@ -197,6 +197,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accoil_outbox")),
         comment="Accepted messages not yet folded into users, accounts and counts.",
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("accoil_outbox", schema=None) as batch_op:
         batch_op.create_index(
