@@ -45,7 +45,7 @@ class Config:
     future_timestamp_margin_seconds: float = 300.0
     dedupe_window_hours: float = 24.0
     outbox_retention_hours: float = 0.0
-    fold_batch_size: int = 10_000
+    fold_batch_size: int = 50_000
     sqlite_synchronous: SqliteSynchronous = "FULL"
     sqlite_busy_timeout_seconds: float = 30.0
     max_in_flight: int = 8
