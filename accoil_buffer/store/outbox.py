@@ -59,8 +59,11 @@ def append(
     fresh = [m for m in unique if m.message_id in claimed]
     deliverable = [m for m in fresh if m.deliverable]
     if deliverable:
-        rows = [_outbox_row(m) for m in deliverable]
-        conn.execute(_OUTBOX_INSERT, rows[0] if len(rows) == 1 else rows)
+        # In slices, within the one transaction: a 10,000-message batch bound at once held
+        # about 30 MB of parameters.
+        for start in range(0, len(deliverable), _SLICE):
+            rows = [_outbox_row(m) for m in deliverable[start : start + _SLICE]]
+            conn.execute(_OUTBOX_INSERT, rows[0] if len(rows) == 1 else rows)
     counts: Counter[tuple[date, str]] = Counter()
     today = messages[0].received_at.date()
     duplicates = len(messages) - len(fresh)
@@ -102,15 +105,22 @@ def _ledger_insert(postgresql: bool) -> Any:
 
 
 _OUTBOX_INSERT = schema.outbox.insert()
+_SLICE = 1000  # rows bound per statement
 
 
 def _claim_message_ids(
     database: Database, conn: Connection, messages: Sequence[Message]
 ) -> set[str]:
     stmt = _ledger_insert(database.is_postgresql)
-    rows = [{"message_id": m.message_id, "received_at": m.received_at} for m in messages]
-    # One row as a plain statement; several as executemany with RETURNING (compiled once).
-    return set(conn.execute(stmt, rows[0] if len(rows) == 1 else rows).scalars())
+    claimed: set[str] = set()
+    for start in range(0, len(messages), _SLICE):
+        rows = [
+            {"message_id": m.message_id, "received_at": m.received_at}
+            for m in messages[start : start + _SLICE]
+        ]
+        # One row as a plain statement; several as executemany with RETURNING.
+        claimed.update(conn.execute(stmt, rows[0] if len(rows) == 1 else rows).scalars())
+    return claimed
 
 
 def _outbox_row(message: Message) -> dict[str, object]:
