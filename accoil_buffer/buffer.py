@@ -438,6 +438,10 @@ class Buffer:
         self._ensure_open()
         if connection is None and messages:
             self._make_room(len(messages), messages[0].received_at.date())
+        if self._writer is not None and self._writer.pending:
+            # Calls queued earlier are committed first: the fold follows outbox order
+            # (the latest traits win), which must be the order the app made its calls in.
+            self._writer.flush(self.config.close_timeout_seconds)
 
         def write() -> outbox.AppendResult:
             with self._database.write(connection) as conn:

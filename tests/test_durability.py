@@ -191,3 +191,10 @@ def test_the_queue_in_memory_is_bounded_when_the_database_fails() -> None:
     on_fire.clear()  # the disk is mended: the writer commits the ten and stops
     assert writer.close(timeout=5)
     assert writer.pending == 0
+
+
+def test_queued_calls_keep_their_order_before_a_batch(database_url: str, clock: Clock) -> None:
+    with Buffer(database_url, start=False, clock=clock, durability="group") as buf:
+        buf.identify("u1", {"plan": "free"})  # queued
+        buf.ingest_many([{"type": "identify", "userId": "u1", "traits": {"plan": "pro"}}])
+    assert tables.users(database_url) == {"u1": {"plan": "pro"}}
