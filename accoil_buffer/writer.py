@@ -28,7 +28,7 @@ class GroupWriter:
         *,
         interval: float = 0.005,
         max_batch: int = 2000,
-        max_queued: int = 20_000,
+        max_queued: int = 10_000,
         retry_after: float = 0.5,
     ) -> None:
         self._commit = commit

@@ -83,3 +83,11 @@ def test_all_is_complete() -> None:
         if not name.startswith("_") and not inspect.ismodule(value)
     }
     assert set(accoil_buffer.__all__) == public
+
+
+def test_the_readme_documents_every_key() -> None:
+    readme = (EXAMPLE.parent / "README.md").read_text()
+    undocumented = [
+        f.name for f in fields(Config) if f.name != "server" and f"| `{f.name}` |" not in readme
+    ]
+    assert undocumented == []
