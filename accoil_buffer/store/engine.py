@@ -46,7 +46,6 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_postgresql = engine.dialect.name == "postgresql"
-        self.is_sqlite = engine.dialect.name == "sqlite"
 
     @classmethod
     def open(cls, config: Config) -> Database:
