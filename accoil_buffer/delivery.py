@@ -177,12 +177,11 @@ class Delivery:
                         if not jobs:
                             break
                         stop = self._send(pool, jobs, report, deadline, progress)
-                        self._release()
                     if stop is not None or self._halted(deadline):
                         report.complete = False
                         break
         finally:
-            self._release()
+            self._release()  # once: a flusher may claim again rows it still holds
         self._record_pass(state, stop, report)
         return report
 
