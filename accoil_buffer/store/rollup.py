@@ -300,21 +300,23 @@ def _fold_counts(
     anonymous: bool,
 ) -> None:
     is_event = o.c.type.in_(EVENT_KINDS)
+    # Events that all carry a userId need no identity: no join to the links.
+    subject, source = (_subject, _linked_outbox) if anonymous else (o.c.user_id, o)
     _add_counts(
         database,
         conn,
         select(
             o.c.day,
-            _subject,
+            subject,
             o.c.type,
             o.c.name,
             func.count(),
             _now(now),
             _now(now),
         )
-        .select_from(_linked_outbox)
-        .where(chunk, is_event, _subject.is_not(None))
-        .group_by(o.c.day, _subject, o.c.type, o.c.name),
+        .select_from(source)
+        .where(chunk, is_event, subject.is_not(None))
+        .group_by(o.c.day, subject, o.c.type, o.c.name),
     )
 
     if not anonymous:
