@@ -160,7 +160,7 @@ class Buffer:
             self._scheduler.start()
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _if_alive(me, Buffer._after_fork_in_child))
-        atexit.register(_if_alive, me, Buffer._close_at_exit)
+        atexit.register(_if_alive, me, Buffer.close)
 
     # --- Segment's calls -------------------------------------------------------------------
 
@@ -383,9 +383,6 @@ class Buffer:
             if self._client is not None:
                 self._client.close()
             self._database.dispose()
-
-    def _close_at_exit(self) -> None:
-        self.close()
 
     def _after_fork_in_child(self) -> None:
         """A forked child (gunicorn --preload, Celery prefork) gets a working buffer of its own:

@@ -181,28 +181,26 @@ def record(conn: Connection, holder: str, outcomes: Outcomes, now: datetime) -> 
 
 def release(conn: Connection, holder: str) -> None:
     """Give up every claim of ``holder`` (the end of a pass, or a pass that stops early)."""
-    for table in CLAIMED_TABLES:
-        conn.execute(
-            update(table)
-            .where(table.c.claimed_by == holder)
-            .values(claimed_by=None, claimed_until=None)
-        )
+    _update_claims(conn, holder, claimed_by=None, claimed_until=None)
 
 
 def renew(conn: Connection, holder: str, until: datetime) -> None:
     """Extend the lease on everything ``holder`` claims (a long pass)."""
+    _update_claims(conn, holder, claimed_until=until)
+
+
+def _update_claims(conn: Connection, holder: str, **values: object) -> None:
     for table in CLAIMED_TABLES:
-        conn.execute(update(table).where(table.c.claimed_by == holder).values(claimed_until=until))
+        conn.execute(update(table).where(table.c.claimed_by == holder).values(**values))
 
 
 # --- Dead letters -----------------------------------------------------------------------------
 
 
-def dead_letters(conn: Connection, *, include_replayed: bool = False) -> list[dict[str, Any]]:
+def dead_letters(conn: Connection) -> list[dict[str, Any]]:
+    """Dead letters not yet replayed, oldest first."""
     d = schema.dead_letters
-    query = select(d).order_by(d.c.id)
-    if not include_replayed:
-        query = query.where(d.c.replayed_at.is_(None))
+    query = select(d).where(d.c.replayed_at.is_(None)).order_by(d.c.id)
     return [dict(row) for row in conn.execute(query).mappings()]
 
 

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, Select, Table, create_engine, event, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql as dialect_postgresql
+from sqlalchemy.dialects import sqlite as dialect_sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
@@ -28,7 +29,7 @@ from accoil_buffer.errors import ConfigError
 
 T = TypeVar("T")
 T_row = TypeVar("T_row", bound=tuple[Any, ...])
-Insert = sqlite.Insert | postgresql.Insert
+Insert = dialect_sqlite.Insert | dialect_postgresql.Insert
 # Keys of PostgreSQL advisory locks taken by accoil-buffer ("accoil" in ASCII, then a role).
 FOLD_LOCK = 0x6163636F696C_01
 MIGRATE_LOCK = 0x6163636F696C_02
@@ -53,7 +54,7 @@ class Database:
 
     def insert(self, table: Table) -> Insert:
         """An INSERT with ``on_conflict_do_update``/``do_nothing`` for this dialect."""
-        return (postgresql.insert if self.is_postgresql else sqlite.insert)(table)
+        return dialect_insert(table, postgresql=self.is_postgresql)
 
     def skip_locked(self, query: Select[T_row]) -> Select[T_row]:
         """Let concurrent claimers pass over each other's rows: ``FOR UPDATE SKIP LOCKED`` on
@@ -108,6 +109,11 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def dialect_insert(table: Table, *, postgresql: bool) -> Insert:
+    """The dialect's INSERT construct (both spell upserts the same way)."""
+    return (dialect_postgresql.insert if postgresql else dialect_sqlite.insert)(table)
 
 
 def _is_retryable(exc: BaseException) -> bool:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from accoil_buffer.messages import Message
 from accoil_buffer.store import schema
-from accoil_buffer.store.engine import Database
+from accoil_buffer.store.engine import Database, dialect_insert
 
 DUPLICATE_MESSAGE_ID = "duplicate_message_id"
 FILTERED_INTEGRATIONS = "filtered_integrations"
@@ -59,11 +57,7 @@ def append(
     fresh = [m for m in unique if m.message_id in claimed]
     deliverable = [m for m in fresh if m.deliverable]
     if deliverable:
-        # In slices, within the one transaction: a 10,000-message batch bound at once held
-        # about 30 MB of parameters.
-        for start in range(0, len(deliverable), _SLICE):
-            rows = [_outbox_row(m) for m in deliverable[start : start + _SLICE]]
-            conn.execute(_OUTBOX_INSERT, rows[0] if len(rows) == 1 else rows)
+        _execute_in_slices(conn, _OUTBOX_INSERT, deliverable, _outbox_row)
     counts: Counter[tuple[date, str]] = Counter()
     today = messages[0].received_at.date()
     duplicates = len(messages) - len(fresh)
@@ -98,7 +92,7 @@ def _ledger_insert(postgresql: bool) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING RETURNING message_id``, built once per dialect: it runs
     for every call recorded."""
     table = schema.message_ids
-    stmt = (pg_insert if postgresql else sqlite_insert)(table)
+    stmt = dialect_insert(table, postgresql=postgresql)
     return stmt.on_conflict_do_nothing(index_elements=[table.c.message_id]).returning(
         table.c.message_id
     )
@@ -108,19 +102,33 @@ _OUTBOX_INSERT = schema.outbox.insert()
 _SLICE = 1000  # rows bound per statement
 
 
+def _execute_in_slices(
+    conn: Connection,
+    stmt: Any,
+    messages: Sequence[Message],
+    to_row: Callable[[Message], dict[str, object]],
+) -> list[Any]:
+    """Execute ``stmt`` for the messages 1,000 rows at a time, within the caller's transaction
+    (a 10,000-message batch bound at once held about 30 MB of parameters), and return what its
+    RETURNING clause gave. One row goes as a plain statement rather than through executemany."""
+    returned: list[Any] = []
+    for start in range(0, len(messages), _SLICE):
+        rows = [to_row(m) for m in messages[start : start + _SLICE]]
+        result = conn.execute(stmt, rows[0] if len(rows) == 1 else rows)
+        if result.returns_rows:
+            returned.extend(result.scalars())
+    return returned
+
+
 def _claim_message_ids(
     database: Database, conn: Connection, messages: Sequence[Message]
 ) -> set[str]:
     stmt = _ledger_insert(database.is_postgresql)
-    claimed: set[str] = set()
-    for start in range(0, len(messages), _SLICE):
-        rows = [
-            {"message_id": m.message_id, "received_at": m.received_at}
-            for m in messages[start : start + _SLICE]
-        ]
-        # One row as a plain statement; several as executemany with RETURNING.
-        claimed.update(conn.execute(stmt, rows[0] if len(rows) == 1 else rows).scalars())
-    return claimed
+    return set(_execute_in_slices(conn, stmt, messages, _ledger_row))
+
+
+def _ledger_row(message: Message) -> dict[str, object]:
+    return {"message_id": message.message_id, "received_at": message.received_at}
 
 
 def _outbox_row(message: Message) -> dict[str, object]:
