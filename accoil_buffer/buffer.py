@@ -150,7 +150,7 @@ class Buffer:
             log.info("no api_key is set: events are buffered, delivery to Accoil is off")
         self._closed = False
         self._wrote = False  # close() folds only if this instance appended something
-        self._room = _Room(config.max_outbox_rows, self._unfolded)
+        self._room = _Room(config.max_outbox_rows, self._waiting)
         self._writer: GroupWriter | None = None
         if config.durability == "group":
             self._writer = GroupWriter(self._commit)
@@ -442,7 +442,14 @@ class Buffer:
 
         def write() -> outbox.AppendResult:
             with self._database.write(connection) as conn:
-                return outbox.append(self._database, conn, messages, rejected=rejected, today=today)
+                return outbox.append(
+                    self._database,
+                    conn,
+                    messages,
+                    mappings=self.config.mappings,
+                    rejected=rejected,
+                    today=today,
+                )
 
         result = self._guard(write)
         self._wrote = True
@@ -455,12 +462,12 @@ class Buffer:
     def _commit(self, messages: Sequence[Message]) -> None:
         """The group writer's transaction."""
         with self._database.write() as conn:
-            outbox.append(self._database, conn, messages)
+            outbox.append(self._database, conn, messages, mappings=self.config.mappings)
 
-    def _unfolded(self) -> int:
+    def _waiting(self) -> int:
         def count() -> int:
             with self._database.engine.connect() as conn:
-                return report.unfolded(conn)
+                return report.waiting(conn)
 
         queued = 0 if self._writer is None else self._writer.pending
         return self._guard(count) + queued

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from accoil_buffer.errors import ConfigError
+from accoil_buffer.mappings import PRESETS, Mappings
 
 DEFAULT_DATABASE_URL = "sqlite:///accoil_buffer.db"
 CONFIG_FILE_VARIABLE = "ACCOIL_BUFFER_CONFIG"
@@ -56,9 +57,12 @@ class Config:
     close_timeout_seconds: float = 5.0
     max_outbox_rows: int = 1_000_000
     backpressure_timeout_seconds: float = 0.0
+    mappings: Mappings = PRESETS
     server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.mappings, Mappings):  # a list of tables, as in the TOML file
+            object.__setattr__(self, "mappings", Mappings.load(self.mappings))
         positive = (
             "flush_interval_seconds",
             "anonymous_ttl_days",
@@ -134,6 +138,10 @@ def _flatten(document: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+# Keys that only a file (or Python) can give: a list of tables has no environment spelling.
+_FILE_ONLY = frozenset({"mappings"})
+
+
 def _known_keys() -> dict[str, type | Any]:
     keys: dict[str, Any] = {f.name: f.type for f in fields(Config) if f.name != "server"}
     keys.update({f"server.{f.name}": f.type for f in fields(ServerConfig)})
@@ -148,7 +156,7 @@ def _variable(key: str) -> str:
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for key in _known_keys():
+    for key in _known_keys().keys() - _FILE_ONLY:
         raw = environ.get(_variable(key))
         if raw is not None and raw != "":
             values[key] = raw.split(",") if key == "server.write_keys" else raw
@@ -201,6 +209,8 @@ def _build(values: Mapping[str, Any]) -> Config:
             server[name] = _coerce(key, value, getattr(server_defaults, name))
         elif key in {"api_key", "endpoint"}:
             top[key] = _coerce(key, value, "") or None
+        elif key == "mappings":
+            top[key] = Mappings.load(value)
         else:
             top[key] = _coerce(key, value, getattr(top_defaults, key))
     return dataclasses.replace(top_defaults, server=ServerConfig(**server), **top)

@@ -1,4 +1,5 @@
-"""One delivery pass to Accoil (SPEC 4.3-4.5): identify, then group and memberships, then counts.
+"""One delivery pass to Accoil (SPEC 4.3-4.5): identify, then group and memberships, then counts,
+then the messages Post to Accoil forwards whole.
 
 Every message's messageId is derived from what it stands for, and accounting advances only for
 messages Accoil acknowledged, in the transaction that records them; answers are recorded as
@@ -33,7 +34,6 @@ from accoil_buffer.store import deliveries, schema
 from accoil_buffer.store.engine import Database
 
 log = logging.getLogger(__name__)
-PHASES = (schema.users, schema.accounts, schema.memberships, schema.daily_counts)
 _MAX_RETRY_AFTER = timedelta(hours=1)
 # Acknowledged answers are recorded at least every 10 ms or every max_in_flight answers: a
 # crash can repeat only the requests in flight and at most as many acknowledged ones.
@@ -84,6 +84,7 @@ class _Wave:
             "accounts": [],
             "memberships": [],
             "counts": [],
+            "posts": [],
             "dead_letters": [],
         }
     )
@@ -109,6 +110,8 @@ class _Wave:
             self.outcomes["accounts"].append((job.key[0], job.version))
         elif job.table is schema.memberships:
             self.outcomes["memberships"].append(job.key)
+        elif job.table is schema.posts:
+            self.outcomes["posts"].append(job.key[0])
         else:
             self.outcomes["counts"].append((*job.key, job.ordinal))
 
@@ -171,7 +174,7 @@ class Delivery:
             with ThreadPoolExecutor(
                 self._settings.max_in_flight, thread_name_prefix="accoil-send"
             ) as pool:
-                for table in PHASES:
+                for table in deliveries.CLAIMED_TABLES:
                     while stop is None and not self._halted(deadline):
                         jobs = self._claim(table)
                         if not jobs:
@@ -255,6 +258,8 @@ class Delivery:
                     v["group_id"], traits, v["last_timestamp"], user_id=v["user_id"]
                 ),
             )
+        if table is schema.posts:
+            return _Job(table, row.key, v["payload"])
         return _count_job(row.key, v["delivered_count"] + 1, v["count"], now)
 
     def _send(

@@ -88,10 +88,10 @@ def normalise(
         raise InvalidMessage("type", f"must be one of {', '.join(sorted(TYPES))}, got {kind!r}")
     kind = kind.lower()
 
-    user_id = _optional_id(cleaned, "userId")
-    anonymous_id = _optional_id(cleaned, "anonymousId")
-    group_id = _optional_id(cleaned, "groupId")
-    previous_id = _optional_id(cleaned, "previousId")
+    user_id = as_id(cleaned.get("userId"), "userId")
+    anonymous_id = as_id(cleaned.get("anonymousId"), "anonymousId")
+    group_id = as_id(cleaned.get("groupId"), "groupId")
+    previous_id = as_id(cleaned.get("previousId"), "previousId")
     if kind == "alias":
         if user_id is None:
             raise InvalidMessage("userId", "is required for alias")
@@ -118,7 +118,7 @@ def normalise(
         traits, unnormalised = normalise_traits(cleaned.get("traits") or {}, group=kind == "group")
         notes.extend(TRAIT_NOT_NORMALISED for _ in unnormalised)
 
-    message_id = _optional_id(cleaned, "messageId") or str(uuid.uuid4())
+    message_id = as_id(cleaned.get("messageId"), "messageId") or str(uuid.uuid4())
     cleaned.update(
         type=kind,
         messageId=message_id,
@@ -265,8 +265,8 @@ def _name(message: Mapping[str, JSON], kind: str) -> str:
     return value
 
 
-def _optional_id(message: Mapping[str, JSON], field: str) -> str | None:
-    value = message.get(field)
+def as_id(value: JSON, field: str) -> str | None:
+    """An id as Segment stores it: a string (numbers converted), or None when absent or empty."""
     if value is None or value == "":
         return None
     if _is_number(value):

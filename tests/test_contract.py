@@ -55,6 +55,7 @@ def test_status_reports_what_is_pending(database_url: str, clock: Clock) -> None
             "memberships": 0,
             "count_rows": 1,
             "occurrences": 2,
+            "posts": 0,
         }
         assert after["anonymous"] == {"ids": 1, "occurrences": 1}
         assert after["oldest_undelivered_at"] == "2026-11-28T12:00:00.000Z"

@@ -109,6 +109,7 @@ def test_end_to_end_bodies_auth_and_counts(
         "memberships": 0,
         "count_rows": 0,
         "occurrences": 0,
+        "posts": 0,
     }
 
 

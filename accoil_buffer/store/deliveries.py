@@ -19,9 +19,11 @@ from sqlalchemy import (
     Table,
     bindparam,
     case,
+    delete,
     func,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -29,7 +31,14 @@ from sqlalchemy import (
 from accoil_buffer.store import schema
 from accoil_buffer.store.engine import Database
 
-CLAIMED_TABLES = (schema.users, schema.accounts, schema.memberships, schema.daily_counts)
+# In the order a pass delivers them (SPEC 4.3).
+CLAIMED_TABLES = (
+    schema.users,
+    schema.accounts,
+    schema.memberships,
+    schema.daily_counts,
+    schema.posts,
+)
 _STATE_ID = 1
 
 
@@ -49,11 +58,18 @@ class Outcomes:
     accounts: Sequence[tuple[str, int]] = ()  # (group_id, version)
     memberships: Sequence[tuple[str, str]] = ()  # (group_id, user_id)
     counts: Sequence[tuple[date, str, str, str, int]] = ()  # (key…, delivered_count)
+    posts: Sequence[int] = ()  # ids of accoil_posts rows, done with
     dead_letters: Sequence[dict[str, Any]] = ()  # message_id, type, payload, status, response
 
     @property
     def delivered(self) -> int:
-        return len(self.users) + len(self.accounts) + len(self.memberships) + len(self.counts)
+        return (
+            len(self.users)
+            + len(self.accounts)
+            + len(self.memberships)
+            + len(self.counts)
+            + len(self.posts)
+        )
 
 
 def _pending(table: Table) -> ColumnElement[bool]:
@@ -62,6 +78,8 @@ def _pending(table: Table) -> ColumnElement[bool]:
         return c.delivered_at.is_(None)
     if table is schema.daily_counts:
         return c.count > c.delivered_count
+    if table is schema.posts:
+        return true()  # a post is deleted once Accoil has it
     return c.traits_version > c.delivered_version
 
 
@@ -152,6 +170,10 @@ _RECORD_COUNTS = (
 )
 
 
+_p = schema.posts
+_RECORD_POSTS = delete(_p).where(_p.c.id == bindparam("i"), _p.c.claimed_by == bindparam("holder"))
+
+
 def record(conn: Connection, holder: str, outcomes: Outcomes, now: datetime) -> None:
     """Advance delivery accounting for rows this holder still claims; store dead letters."""
     mine = {"holder": holder}
@@ -172,6 +194,8 @@ def record(conn: Connection, holder: str, outcomes: Outcomes, now: datetime) -> 
                 for d, user, kind, name, to in outcomes.counts
             ],
         )
+    if outcomes.posts:
+        conn.execute(_RECORD_POSTS, [{"i": i, **mine} for i in outcomes.posts])
     if outcomes.dead_letters:
         conn.execute(
             schema.dead_letters.insert(),

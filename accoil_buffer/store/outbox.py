@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from accoil_buffer.mappings import PRESETS, Mappings
 from accoil_buffer.messages import Message
 from accoil_buffer.store import schema
 from accoil_buffer.store.engine import Database, dialect_insert
@@ -34,14 +35,17 @@ def append(
     conn: Connection,
     messages: Sequence[Message],
     *,
+    mappings: Mappings = PRESETS,
     rejected: int = 0,
     today: date | None = None,
 ) -> AppendResult:
-    """Store ``messages`` in the outbox once each, and count ``rejected`` invalid ones of the
-    same batch (received ``today``); runs inside the caller's transaction.
+    """Store ``messages`` once each, as the actions ``mappings`` make of them, and count
+    ``rejected`` invalid ones of the same batch (received ``today``); runs inside the caller's
+    transaction.
 
     A messageId is claimed in the ledger first (INSERT … ON CONFLICT DO NOTHING RETURNING), so two
-    processes that receive the same message at once still store it once.
+    processes that receive the same message at once still store it once. Actions to fold go to
+    the outbox; Post to Accoil messages to ``accoil_posts``.
     """
     if rejected:
         if today is None:
@@ -56,10 +60,13 @@ def append(
     claimed = _claim_message_ids(database, conn, unique)
     fresh = [m for m in unique if m.message_id in claimed]
     deliverable = [m for m in fresh if m.deliverable]
-    if deliverable:
-        _execute_in_slices(conn, _OUTBOX_INSERT, deliverable, _outbox_row)
-    counts: Counter[tuple[date, str]] = Counter()
+    routed = mappings.route(deliverable)
+    if routed.rows:
+        _execute_in_slices(conn, _OUTBOX_INSERT, routed.rows, _outbox_row)
+    if routed.posts:
+        _execute_in_slices(conn, _POSTS_INSERT, routed.posts, _post_row)
     today = messages[0].received_at.date()
+    counts = Counter({(today, reason): n for reason, n in routed.counts.items()})
     duplicates = len(messages) - len(fresh)
     filtered = len(fresh) - len(deliverable)
     counts[today, DUPLICATE_MESSAGE_ID] += duplicates
@@ -99,6 +106,7 @@ def _ledger_insert(postgresql: bool) -> Any:
 
 
 _OUTBOX_INSERT = schema.outbox.insert()
+_POSTS_INSERT = schema.posts.insert()
 _SLICE = 1000  # rows bound per statement
 
 
@@ -145,4 +153,13 @@ def _outbox_row(message: Message) -> dict[str, object]:
         "received_at": message.received_at,
         "traits": message.traits,
         "payload": message.payload,
+    }
+
+
+def _post_row(message: Message) -> dict[str, object]:
+    return {
+        "message_id": message.message_id,
+        "type": message.payload["type"],
+        "payload": message.payload,
+        "received_at": message.received_at,
     }

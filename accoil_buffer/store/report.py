@@ -38,6 +38,9 @@ def status(conn: Connection, now: datetime) -> dict[str, Any]:
     pending_memberships, oldest_membership = conn.execute(
         select(func.count(), func.min(m.c.created_at)).where(m.c.delivered_at.is_(None))
     ).one()
+    pending_posts, oldest_post = conn.execute(
+        select(func.count(), func.min(schema.posts.c.received_at))
+    ).one()
     anonymous_ids, anonymous_occurrences = conn.execute(
         select(func.count(func.distinct(ac.c.anonymous_id)), func.coalesce(func.sum(ac.c.count), 0))
     ).one()
@@ -51,7 +54,14 @@ def status(conn: Connection, now: datetime) -> dict[str, Any]:
 
     waiting = [
         t
-        for t in (oldest_received, oldest_count, oldest_user, oldest_account, oldest_membership)
+        for t in (
+            oldest_received,
+            oldest_count,
+            oldest_user,
+            oldest_account,
+            oldest_membership,
+            oldest_post,
+        )
         if t is not None
     ]
     oldest = min(waiting, default=None)
@@ -63,6 +73,7 @@ def status(conn: Connection, now: datetime) -> dict[str, Any]:
             "memberships": pending_memberships,
             "count_rows": count_rows,
             "occurrences": int(occurrences),
+            "posts": pending_posts,
         },
         "anonymous": {"ids": anonymous_ids, "occurrences": int(anonymous_occurrences)},
         "oldest_undelivered_at": _iso(oldest),
@@ -101,7 +112,9 @@ def ping(conn: Connection) -> None:
     conn.execute(select(schema.delivery_state.c.id).limit(1)).all()
 
 
-def unfolded(conn: Connection) -> int:
-    """Messages in the outbox not yet folded (for backpressure)."""
+def waiting(conn: Connection) -> int:
+    """Rows waiting to be folded, or to be forwarded by Post to Accoil (for backpressure)."""
     o = schema.outbox
-    return int(conn.scalar(select(func.count()).select_from(o).where(o.c.folded_at.is_(None))) or 0)
+    unfolded = select(func.count()).select_from(o).where(o.c.folded_at.is_(None))
+    posts = select(func.count()).select_from(schema.posts)
+    return int(conn.scalar(unfolded) or 0) + int(conn.scalar(posts) or 0)

@@ -277,7 +277,8 @@ def _fold_memberships(
         ["anonymous_id", "group_id", "last_timestamp", "last_seen_at"],
         select(o.c.anonymous_id, o.c.group_id, func.max(o.c.timestamp), func.max(o.c.received_at))
         .select_from(_linked_outbox)
-        .where(chunk, o.c.type == "group", _unlinked)
+        # A group action may name neither a user nor an anonymous id: traits only.
+        .where(chunk, o.c.type == "group", _unlinked, o.c.anonymous_id.is_not(None))
         .group_by(o.c.anonymous_id, o.c.group_id),
     )
     conn.execute(

@@ -93,6 +93,19 @@ outbox = Table(
     sqlite_autoincrement=True,
 )
 
+posts = Table(
+    "accoil_posts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", ID, nullable=False, comment="the message's own messageId, sent as is"),
+    Column("type", String(16), nullable=False, comment="the message's type"),
+    Column("payload", JSON, nullable=False, comment="the whole normalised message, as forwarded"),
+    Column("received_at", UTCDateTime, nullable=False),
+    *claim_columns(),
+    comment="Post to Accoil: messages forwarded whole; deleted once Accoil accepts them.",
+    sqlite_autoincrement=True,
+)
+
 message_ids = Table(
     "accoil_message_ids",
     metadata,

@@ -1,0 +1,441 @@
+"""Mappings: which messages become which Accoil actions, with which fields. Pure functions.
+
+This is Segment's Accoil destination brought on-premises. A mapping is a trigger (the language
+of ``triggers``), an action (identify, group, track, page, screen, or post: Post to Accoil) and
+field sources; a field is a literal or a path into the normalised message
+(``"$.properties.report_name"``, like Segment's ``@path``), and a field not given keeps the
+action's default. With no mappings configured, the five presets apply, which is the buffer's
+built-in behaviour.
+
+Mappings are applied when a message is accepted, after deduplication: the outbox holds the
+actions (one row each) ready to fold, and Post to Accoil messages go to their own table.
+Identity links are not actions: an alias, and an identify that carries both ids, link the
+anonymousId whatever the mappings say (SPEC 4.1).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Mapping as AnyMapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from accoil_buffer.errors import ConfigError, InvalidMessage
+from accoil_buffer.messages import (
+    FUTURE_TIMESTAMP_CLAMPED,
+    TRAIT_NOT_NORMALISED,
+    Message,
+    as_id,
+    normalise_traits,
+    parse_timestamp,
+)
+from accoil_buffer.triggers import MISSING, Predicate, canonical, compile_trigger, resolve
+
+MAX_MAPPINGS = 50  # Segment's limit per destination instance
+MAX_NAME_LENGTH = 55  # "mapping:<name>" must fit accoil_drops.reason
+UNMAPPED = "unmapped"
+REASON_PREFIX = "mapping:"
+POST = "post"
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action of the Accoil destination: its fields, with their default paths. Which of
+    them it cannot go without is checked where the action is built."""
+
+    fields: dict[str, tuple[str, ...]]
+
+
+def _defaults(*names: str, traits: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
+    """Default paths: ``$.<name>`` for each name, ``$.traits.<name>`` for each trait field, plus
+    ``$.traits`` (when the action has traits) and ``$.timestamp``."""
+    paths: dict[str, tuple[str, ...]] = {name: (name,) for name in names}
+    paths.update({name: ("traits", name) for name in traits})
+    if traits:
+        paths["traits"] = ("traits",)
+    paths["timestamp"] = ("timestamp",)
+    return paths
+
+
+_IDENTIFY_TRAITS = ("email", "name", "role", "accountStatus", "createdAt")
+_GROUP_TRAITS = ("name", "createdAt", "status", "plan", "mrr")
+ACTIONS: dict[str, Action] = {
+    "identify": Action(_defaults("userId", traits=_IDENTIFY_TRAITS)),
+    "group": Action(_defaults("groupId", "anonymousId", "userId", traits=_GROUP_TRAITS)),
+    "track": Action(_defaults("event", "userId")),
+    "page": Action(_defaults("userId", "name")),
+    "screen": Action(_defaults("userId", "name")),
+    POST: Action({}),  # it forwards the whole message
+}
+_ACTION_NAMES = {"post to accoil": POST, "post_to_accoil": POST}
+PRESET_NAMES = {
+    "identify": "Identify Calls",
+    "page": "Page Calls",
+    "track": "Track Calls",
+    "screen": "Screen Calls",
+    "group": "Group Calls",
+}
+
+
+def default_trigger(action: str) -> str:
+    """The trigger of an action when none is given, as in Segment (Post to Accoil: track)."""
+    return f'type = "{"track" if action == POST else action}"'
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One mapping as configured. ``fields`` holds the fields given, as (name, source) pairs."""
+
+    name: str
+    action: str
+    trigger: str
+    fields: tuple[tuple[str, Any], ...] = ()
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one matching mapping makes of a message: an action, or the problem that dropped it."""
+
+    mapping: str
+    action: Message | None = None
+    problem: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """The reason a drop is counted under in ``accoil_drops``."""
+        return REASON_PREFIX + self.mapping
+
+
+@dataclass
+class Routed:
+    """Accepted messages turned into what to store."""
+
+    rows: list[Message] = field(default_factory=list)  # outbox rows: actions and identity links
+    posts: list[Message] = field(default_factory=list)  # Post to Accoil: forwarded whole
+    counts: Counter[str] = field(default_factory=Counter)  # drops and corrections, by reason
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a field comes from: a path into the message, or a literal."""
+
+    path: tuple[str, ...] | None
+    literal: Any = None
+
+    def value(self, payload: AnyMapping[str, Any]) -> Any:
+        return self.literal if self.path is None else resolve(payload, self.path)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    name: str
+    action: str
+    matches: Predicate
+    sources: dict[str, _Source]
+    plain: bool  # a preset: the action is the message itself
+
+
+@dataclass(frozen=True)
+class Mappings:
+    """The mappings in force, compiled once; ``Mappings.load`` validates configured ones."""
+
+    mappings: tuple[Mapping, ...]
+    _compiled: tuple[_Compiled, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        compiled = tuple(_compile(m) for m in self.mappings if m.enabled)
+        object.__setattr__(self, "_compiled", compiled)
+
+    @classmethod
+    def load(cls, entries: object) -> Mappings:
+        """Mappings from configuration (a list of tables); none at all means the presets."""
+        if entries is None:
+            return PRESETS
+        if not isinstance(entries, list | tuple):
+            raise ConfigError(f"mappings must be a list of tables, got {type(entries).__name__}")
+        if not entries:
+            return PRESETS
+        if len(entries) > MAX_MAPPINGS:
+            raise ConfigError(
+                f"mappings: {len(entries)} are configured; at most {MAX_MAPPINGS} are allowed "
+                "(as in Segment's Accoil destination)"
+            )
+        mappings = tuple(_parse(i, entry) for i, entry in enumerate(entries))
+        names = Counter(m.name for m in mappings)
+        repeated = sorted(name for name, n in names.items() if n > 1)
+        if repeated:
+            raise ConfigError(f"mappings: names must be unique; repeated: {', '.join(repeated)}")
+        return cls(mappings)
+
+    def outcomes(self, message: Message) -> list[Outcome]:
+        """What each mapping whose trigger matches ``message`` makes of it, in order."""
+        payload = message.payload
+        return [_apply(c, message) for c in self._compiled if c.matches(payload)]
+
+    def route(self, messages: Iterable[Message]) -> Routed:
+        """Turn accepted messages into outbox rows and posts, counting drops by reason."""
+        routed = Routed()
+        for message in messages:
+            outcomes = self.outcomes(message)
+            link = identity_link(message, [o.action for o in outcomes if o.action is not None])
+            if link is not None:
+                routed.rows.append(link)
+            elif not outcomes:
+                routed.counts[UNMAPPED] += 1
+            for outcome in outcomes:
+                action = outcome.action
+                if action is None:
+                    routed.counts[outcome.reason] += 1
+                    continue
+                if action is not message:  # the message's own notes are counted on accept
+                    routed.counts.update(action.notes)
+                (routed.posts if action.type == POST else routed.rows).append(action)
+        return routed
+
+
+def identity_link(message: Message, actions: Sequence[Message]) -> Message | None:
+    """The row that links an anonymousId to a user, when no action of the message does:
+    an alias, or an identify with both ids that no mapping sends (stored as an alias row)."""
+    if message.type == "alias":
+        return message
+    if message.type != "identify" or message.user_id is None or message.anonymous_id is None:
+        return None
+    if any(
+        a.type == "identify" and a.user_id is not None and a.anonymous_id == message.anonymous_id
+        for a in actions
+    ):
+        return None
+    return replace(
+        message,
+        type="alias",
+        previous_id=message.anonymous_id,
+        anonymous_id=None,
+        traits=None,
+        notes=(),
+    )
+
+
+# --- Configuration -----------------------------------------------------------------------------
+
+_KEYS = frozenset({"name", "action", "trigger", "fields", "enabled"})
+_PATH_STEP = re.compile(r'\.([^.\[\]"]+)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+
+
+def _parse(index: int, entry: object) -> Mapping:
+    where = f"mappings[{index}]"
+    if not isinstance(entry, AnyMapping):
+        raise ConfigError(f"{where} must be a table, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - _KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}"
+        )
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}: name is required (a non-empty string)")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{where}: name is longer than {MAX_NAME_LENGTH} characters")
+    where = f"{where} ({name!r})"
+    raw_action = entry.get("action")
+    action = _ACTION_NAMES.get(str(raw_action).strip().lower(), str(raw_action).strip().lower())
+    if not isinstance(raw_action, str) or action not in ACTIONS:
+        raise ConfigError(
+            f"{where}: action must be one of {', '.join(ACTIONS)} (post is Post to Accoil), "
+            f"got {raw_action!r}"
+        )
+    trigger = entry.get("trigger", default_trigger(action))
+    if not isinstance(trigger, str):
+        raise ConfigError(f"{where}: trigger must be a string")
+    given = entry.get("fields", {})
+    if not isinstance(given, AnyMapping):
+        raise ConfigError(f"{where}: fields must be a table")
+    known = ACTIONS[action].fields
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        listed = ", ".join(known) if known else "none (it forwards the whole message)"
+        raise ConfigError(
+            f"{where}: the {action} action has no field(s) {', '.join(unknown)}; its fields: "
+            f"{listed}"
+        )
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}: enabled must be true or false")
+    mapping = Mapping(name, action, trigger, tuple(sorted(given.items())), enabled)
+    _compile(mapping)  # fail now, at startup, with the position of the error
+    return mapping
+
+
+def parse_path(text: str, where: str) -> tuple[str, ...]:
+    """``$.properties.plan``, ``$.context.traits["first name"]``, ``$.items[0]`` as a key path."""
+    keys: list[str] = []
+    position = 1
+    while position < len(text):
+        step = _PATH_STEP.match(text, position)
+        if step is None:
+            raise ConfigError(
+                f"{where}: {text!r} is not a path like $.properties.name "
+                f"(problem at position {position + 1})"
+            )
+        dotted, index, quoted = step.groups()
+        keys.append(dotted or index or json.loads(quoted))
+        position = step.end()
+    return tuple(keys)
+
+
+def _compile(mapping: Mapping) -> _Compiled:
+    where = f"mapping {mapping.name!r}"
+    action = ACTIONS[mapping.action]
+    sources = {name: _Source(path) for name, path in action.fields.items()}
+    for name, value in mapping.fields:
+        if isinstance(value, str) and value.startswith("$"):
+            sources[name] = _Source(parse_path(value, f"{where}: fields.{name}"))
+        else:
+            sources[name] = _Source(None, value)
+    plain = (
+        mapping.action != POST
+        and not mapping.fields
+        and canonical(mapping.trigger) == canonical(default_trigger(mapping.action))
+    )
+    return _Compiled(
+        mapping.name,
+        mapping.action,
+        compile_trigger(mapping.trigger, where=f"{where}: trigger"),
+        sources,
+        plain,
+    )
+
+
+# --- Applying one mapping ----------------------------------------------------------------------
+
+
+def _apply(mapping: _Compiled, message: Message) -> Outcome:
+    if mapping.plain and message.type == mapping.action:
+        return Outcome(mapping.name, message)
+    if mapping.action == POST:
+        return Outcome(mapping.name, replace(message, type=POST, notes=()))
+    payload = message.payload
+    values = {name: source.value(payload) for name, source in mapping.sources.items()}
+    try:
+        action = _BUILDERS[mapping.action](message, values)
+    except InvalidMessage as exc:
+        return Outcome(mapping.name, problem=str(exc))
+    return Outcome(mapping.name, action)
+
+
+def _given(value: Any) -> Any:
+    return None if value is MISSING else value
+
+
+def _subject(values: dict[str, Any], anonymous_id: str | None) -> tuple[str | None, str | None]:
+    """Who an action is about. Accoil has no anonymous users: without a userId the action is
+    held under the message's anonymousId until a link names its user (SPEC 4.1)."""
+    user_id = as_id(_given(values["userId"]), "userId")
+    if user_id is None and anonymous_id is None:
+        raise InvalidMessage("userId", "is missing, and there is no anonymousId to hold it under")
+    return user_id, anonymous_id
+
+
+def _when(message: Message, values: dict[str, Any]) -> tuple[datetime, tuple[str, ...]]:
+    value = _given(values["timestamp"])
+    if value is None:
+        raise InvalidMessage("timestamp", "is missing")
+    if value == message.payload.get("timestamp"):
+        return message.timestamp, ()  # already corrected for clock skew when accepted
+    moment = parse_timestamp(value, "timestamp")
+    if moment > message.received_at:
+        return message.received_at, (FUTURE_TIMESTAMP_CLAMPED,)
+    return moment, ()
+
+
+def _traits(
+    values: dict[str, Any], names: Iterable[str], *, group: bool
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The ``traits`` field with the mapped trait fields inside it, as Segment's action sends
+    them; normalised like the traits of an accepted message."""
+    base = _given(values["traits"]) or {}
+    if not isinstance(base, dict):
+        raise InvalidMessage("traits", f"must be an object, got {json.dumps(base)[:50]}")
+    merged = {**base, **{n: values[n] for n in names if values[n] is not MISSING}}
+    traits, unnormalised = normalise_traits(merged, group=group)
+    return traits, tuple(TRAIT_NOT_NORMALISED for _ in unnormalised)
+
+
+def _identify(message: Message, values: dict[str, Any]) -> Message:
+    user_id, anonymous_id = _subject(values, message.anonymous_id)
+    timestamp, notes = _when(message, values)
+    traits, unnormalised = _traits(values, _IDENTIFY_TRAITS, group=False)
+    return replace(
+        message,
+        type="identify",
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        group_id=None,
+        previous_id=None,
+        name="",
+        timestamp=timestamp,
+        traits=traits,
+        notes=notes + unnormalised,
+    )
+
+
+def _group(message: Message, values: dict[str, Any]) -> Message:
+    group_id = as_id(_given(values["groupId"]), "groupId")
+    if group_id is None:
+        raise InvalidMessage("groupId", "is missing")
+    timestamp, notes = _when(message, values)
+    traits, unnormalised = _traits(values, _GROUP_TRAITS, group=True)
+    return replace(
+        message,
+        type="group",
+        user_id=as_id(_given(values["userId"]), "userId"),
+        anonymous_id=as_id(_given(values["anonymousId"]), "anonymousId"),
+        group_id=group_id,
+        previous_id=None,
+        name="",
+        timestamp=timestamp,
+        traits=traits,
+        notes=notes + unnormalised,
+    )
+
+
+def _event(kind: str) -> Callable[[Message, dict[str, Any]], Message]:
+    field_name = "event" if kind == "track" else "name"
+
+    def build(message: Message, values: dict[str, Any]) -> Message:
+        user_id, anonymous_id = _subject(values, message.anonymous_id)
+        name = as_id(_given(values[field_name]), field_name) or ""
+        if kind == "track" and not name:
+            raise InvalidMessage("event", "is missing")
+        timestamp, notes = _when(message, values)
+        return replace(
+            message,
+            type=kind,
+            user_id=user_id,
+            anonymous_id=anonymous_id,
+            group_id=None,
+            previous_id=None,
+            name=name,
+            timestamp=timestamp,
+            traits=None,
+            notes=notes,
+        )
+
+    return build
+
+
+_BUILDERS: dict[str, Callable[[Message, dict[str, Any]], Message]] = {
+    "identify": _identify,
+    "group": _group,
+    "track": _event("track"),
+    "page": _event("page"),
+    "screen": _event("screen"),
+}
+
+PRESETS = Mappings(
+    tuple(Mapping(name, action, default_trigger(action)) for action, name in PRESET_NAMES.items())
+)

@@ -1,0 +1,283 @@
+"""The trigger language of mappings: which messages a mapping applies to. Pure functions.
+
+    expression := term ("or" term)*
+    term       := factor ("and" factor)*
+    factor     := "not" factor | "(" expression ")" | condition
+    condition  := path "exists"
+                | path ("=" | "!=" | "<" | "<=" | ">" | ">=") value
+                | path ("contains" | "starts_with" | "ends_with") value
+    path       := segment ("." segment)*     segment: a name, or `any key` in backquotes
+    value      := "a JSON string" | number | true | false | null
+
+Paths start at the top of the normalised message (``type``, ``event``, ``properties.plan``,
+``traits.email``, ``context.app.name``). A path the message lacks is never ``=`` anything and
+always ``!=``. ``exists`` means present and not null. ``<`` and friends compare numbers only.
+``contains`` is a substring test on a string and a membership test on a list. Keywords are
+case-insensitive. Expressions are compiled once, when the configuration loads; a mistake
+raises ``TriggerError`` with the position, so it fails at startup and not per message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from accoil_buffer.errors import ConfigError
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+MISSING: Any = object()
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+    | (?P<string>"(?:[^"\\\x00-\x1f]|\\.)*")
+    | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
+    | (?P<op>==|!=|<=|>=|=|<|>)
+    | (?P<paren>[()])
+    | (?P<dot>\.)
+    | (?P<quoted>`[^`]+`)
+    | (?P<word>[A-Za-z_][A-Za-z0-9_$-]*)
+    """,
+    re.VERBOSE,
+)
+_KEYWORDS = frozenset(
+    {"and", "or", "not", "exists", "contains", "starts_with", "ends_with", "true", "false", "null"}
+)
+_CONSTANTS = {"true": True, "false": False, "null": None}
+
+
+class TriggerError(ConfigError):
+    """A trigger expression could not be parsed; ``position`` is 0-based into ``text``."""
+
+    def __init__(self, text: str, position: int, problem: str, where: str = "trigger") -> None:
+        super().__init__(
+            f"{where}: {problem} at position {position + 1}\n    {text}\n    {' ' * position}^"
+        )
+        self.text, self.position, self.problem = text, position, problem
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # string, number, op, paren, dot, quoted, word, end
+    text: str
+    position: int
+
+    @property
+    def keyword(self) -> str | None:
+        lowered = self.text.lower()
+        return lowered if self.kind == "word" and lowered in _KEYWORDS else None
+
+
+def compile_trigger(text: str, *, where: str = "trigger") -> Predicate:
+    """Parse ``text`` and return a predicate over a normalised message (its payload dict);
+    ``where`` names the expression in an error (which mapping's trigger)."""
+    return _Parser(text, where).parse()
+
+
+def canonical(text: str) -> str:
+    """``text`` with its tokens separated by single spaces and keywords in lower case, so two
+    spellings of one trigger compare equal."""
+    return " ".join(t.keyword or t.text for t in _tokens(text) if t.kind != "end")
+
+
+def resolve(message: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in ``message``, or ``MISSING``."""
+    value: Any = message
+    for key in path:
+        if isinstance(value, Mapping):
+            value = value.get(key, MISSING)
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return MISSING
+    return value
+
+
+def _tokens(text: str, where: str = "trigger") -> list[_Token]:
+    tokens: list[_Token] = []
+    position = 0
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None:
+            raise TriggerError(text, position, f"unexpected character {text[position]!r}", where)
+        kind = match.lastgroup or ""
+        if kind != "space":
+            tokens.append(_Token(kind, match.group(), position))
+        position = match.end()
+    tokens.append(_Token("end", "", len(text)))
+    return tokens
+
+
+class _Parser:
+    """Recursive descent over the tokens; every rule returns a compiled predicate."""
+
+    def __init__(self, text: str, where: str) -> None:
+        self._text, self._where = text, where
+        self._tokens = _tokens(text, where)
+        self._index = 0
+
+    def parse(self) -> Predicate:
+        if self._peek().kind == "end":
+            raise self._error(self._peek(), "the trigger is empty")
+        predicate = self._expression()
+        if self._peek().kind != "end":
+            raise self._error(self._peek(), f"expected 'and', 'or' or the end, got {self._shown()}")
+        return predicate
+
+    def _peek(self) -> _Token:
+        return self._tokens[self._index]
+
+    def _next(self) -> _Token:
+        token = self._tokens[self._index]
+        self._index += 1
+        return token
+
+    def _shown(self) -> str:
+        token = self._peek()
+        return "the end" if token.kind == "end" else repr(token.text)
+
+    def _error(self, token: _Token, problem: str) -> TriggerError:
+        return TriggerError(self._text, token.position, problem, self._where)
+
+    def _expression(self) -> Predicate:
+        terms = [self._term()]
+        while self._peek().keyword == "or":
+            self._next()
+            terms.append(self._term())
+        if len(terms) == 1:
+            return terms[0]
+        return lambda message: any(term(message) for term in terms)
+
+    def _term(self) -> Predicate:
+        factors = [self._factor()]
+        while self._peek().keyword == "and":
+            self._next()
+            factors.append(self._factor())
+        if len(factors) == 1:
+            return factors[0]
+        return lambda message: all(factor(message) for factor in factors)
+
+    def _factor(self) -> Predicate:
+        token = self._peek()
+        if token.keyword == "not":
+            self._next()
+            inner = self._factor()
+            return lambda message: not inner(message)
+        if token.text == "(":
+            self._next()
+            inner = self._expression()
+            if self._peek().text != ")":
+                raise self._error(self._peek(), f"expected ')', got {self._shown()}")
+            self._next()
+            return inner
+        return self._condition()
+
+    def _condition(self) -> Predicate:
+        path = self._path()
+        token = self._next()
+        if token.keyword == "exists":
+            return lambda message: resolve(message, path) not in (MISSING, None)
+        if token.text == "==":
+            raise self._error(token, "'==' is not an operator; compare with '='")
+        if token.kind == "op":
+            compare = _COMPARISONS[token.text]
+        elif token.keyword in _TEXT_TESTS:
+            compare = _TEXT_TESTS[token.keyword]
+        else:
+            shown = "the end" if token.kind == "end" else repr(token.text)
+            raise self._error(
+                token, f"expected an operator (=, !=, <, exists, contains, …), got {shown}"
+            )
+        expected = self._value(token)
+        if compare is _equal and isinstance(expected, str):
+            # The common case (type = "track"), without the generic comparison: a string
+            # equals only an equal string, and MISSING equals nothing.
+            if len(path) == 1:
+                key = path[0]
+                return lambda message: message.get(key) == expected
+            return lambda message: resolve(message, path) == expected
+        return lambda message: compare(resolve(message, path), expected)
+
+    def _path(self) -> tuple[str, ...]:
+        segments = [self._segment()]
+        while self._peek().kind == "dot":
+            self._next()
+            segments.append(self._segment())
+        return tuple(segments)
+
+    def _segment(self) -> str:
+        token = self._peek()
+        if token.kind == "quoted":
+            self._next()
+            return token.text[1:-1]
+        if (token.kind == "word" and token.keyword is None) or token.text.isdigit():
+            self._next()  # a digit segment indexes a list: properties.items.0
+            return token.text
+        raise self._error(
+            token, f"expected a field such as event or properties.plan, got {self._shown()}"
+        )
+
+    def _value(self, after: _Token) -> Any:
+        token = self._next()
+        if token.kind == "string":
+            return json.loads(token.text)
+        if token.kind == "number":
+            return json.loads(token.text)
+        if token.keyword in _CONSTANTS:
+            return _CONSTANTS[token.keyword]
+        shown = "the end" if token.kind == "end" else repr(token.text)
+        raise self._error(
+            token,
+            f'expected a value after {after.text!r} ("text", a number, true, false or '
+            f"null), got {shown}",
+        )
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _equal(actual: Any, expected: Any) -> bool:
+    if actual is MISSING:
+        return False
+    if _number(actual) and _number(expected):
+        return bool(actual == expected)
+    return type(actual) is type(expected) and bool(actual == expected)
+
+
+def _ordered(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    return lambda actual, expected: _number(actual) and _number(expected) and test(actual, expected)
+
+
+def _contains(actual: Any, expected: Any) -> bool:
+    if isinstance(actual, str):
+        return isinstance(expected, str) and expected in actual
+    if isinstance(actual, list):
+        return any(_equal(item, expected) for item in actual)
+    return False
+
+
+def _affix(test: Callable[[str, str], bool]) -> Callable[[Any, Any], bool]:
+    return lambda actual, expected: (
+        isinstance(actual, str) and isinstance(expected, str) and test(actual, expected)
+    )
+
+
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": _equal,
+    "!=": lambda actual, expected: not _equal(actual, expected),
+    "<": _ordered(operator.lt),
+    "<=": _ordered(operator.le),
+    ">": _ordered(operator.gt),
+    ">=": _ordered(operator.ge),
+}
+_TEXT_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    "contains": _contains,
+    "starts_with": _affix(str.startswith),
+    "ends_with": _affix(str.endswith),
+}
