@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from accoil_buffer.errors import ConfigError
-from accoil_buffer.messages import format_timestamp
+from accoil_buffer.messages import Message, format_timestamp
 
 DEFAULT_ENDPOINT = "https://in.accoil.com/segment"
 STAGING_ENDPOINT = "https://instaging.accoil.com/segment"
@@ -125,6 +125,27 @@ def event_body(
         body["name"] = name
     body["timestamp"] = format_timestamp(timestamp)
     body["messageId"] = message_id(*identity)
+    return body
+
+
+def action_body(action: Message) -> dict[str, Any] | None:
+    """The body one action of one message amounts to (``accoil-buffer mappings test``): a post
+    as it is forwarded; otherwise the body delivery sends for it on its own, before its traits
+    are merged with earlier ones, without the messageId that delivery derives. None for an
+    action without a userId: it is sent once a link names its user."""
+    if action.type == "post":
+        return dict(action.payload)
+    if action.type == "group":
+        body = group_body(
+            action.group_id or "", action.traits or {}, action.timestamp, user_id=action.user_id
+        )
+    elif action.user_id is None:
+        return None
+    elif action.type == "identify":
+        body = identify_body(action.user_id, action.traits or {}, action.timestamp, version=0)
+    else:
+        body = event_body(action.type, action.user_id, action.name, action.timestamp, ())
+    del body["messageId"]
     return body
 
 

@@ -8,17 +8,19 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
 
-from accoil_buffer.accoil_api import AccoilClient, Verdict
+from accoil_buffer.accoil_api import AccoilClient, Verdict, action_body
 from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, load_config
-from accoil_buffer.errors import AccoilBufferError
-from accoil_buffer.messages import MAX_MESSAGE_BYTES
+from accoil_buffer.errors import AccoilBufferError, InvalidMessage
+from accoil_buffer.mappings import links
+from accoil_buffer.messages import MAX_MESSAGE_BYTES, normalise
 from accoil_buffer.server import serve as run_server
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import head_revision, upgrade
@@ -107,7 +109,7 @@ def status(config: Config, as_json: bool) -> None:
     click.echo(
         f"pending delivery: {pending['users']} users, {pending['accounts']} accounts, "
         f"{pending['memberships']} memberships, {pending['count_rows']} count rows "
-        f"({pending['occurrences']} occurrences)"
+        f"({pending['occurrences']} occurrences), {pending['posts']} posts"
     )
     anonymous = document["anonymous"]
     click.echo(
@@ -154,7 +156,9 @@ def flush(config: Config, timeout: float | None) -> None:
     stopped early, or is off."""
     with Buffer(config=config, start=False) as buffer:
         pending = buffer.status()["pending"]
-        total = sum(pending[k] for k in ("users", "accounts", "memberships", "occurrences"))
+        total = sum(
+            pending[k] for k in ("users", "accounts", "memberships", "occurrences", "posts")
+        )
         if sys.stdout.isatty() and total:
             with click.progressbar(length=total, label="delivering") as bar:
                 result = buffer.flush(timeout, progress=bar.update)
@@ -279,6 +283,96 @@ def import_(config: Config, source: IO[bytes]) -> None:
     )
     if rejected:
         raise SystemExit(1)
+
+
+@main.group()
+def mappings() -> None:
+    """The mappings in force (the presets unless [[mappings]] are configured)."""
+
+
+@mappings.command("test")
+@click.argument("source", type=click.File("rb"))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
+@common_options
+def mappings_test(config: Config, source: IO[bytes], as_json: bool) -> None:
+    """Show, for sample messages (Segment-format JSON lines in SOURCE, a file or -), which
+    mappings match each and what each would send. Nothing is stored or sent; the exit status
+    is 1 if any line is not a valid message."""
+    now = datetime.now(UTC)
+    margin = timedelta(seconds=config.future_timestamp_margin_seconds)
+    invalid = False
+    for number, line, unreadable in _numbered_lines(source):
+        report = _explain(config, number, line, unreadable, now, margin)
+        invalid = invalid or "error" in report
+        click.echo(json.dumps(report, ensure_ascii=False) if as_json else _describe(report))
+    if invalid:
+        raise SystemExit(1)
+
+
+def _explain(
+    config: Config,
+    number: int,
+    line: str,
+    unreadable: str | None,
+    now: datetime,
+    margin: timedelta,
+) -> dict[str, Any]:
+    """What the mappings make of one line, as a JSON-ready document."""
+    try:
+        if unreadable is not None:
+            raise InvalidMessage("line", unreadable)
+        message = normalise(json.loads(line), received_at=now, future_margin=margin)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return {"line": number, "error": f"invalid JSON: {exc}"}
+    except InvalidMessage as exc:
+        return {"line": number, "error": str(exc)}
+    report: dict[str, Any] = {"line": number, "type": message.type, "messageId": message.message_id}
+    if not message.deliverable:
+        return {**report, "filtered": "the integrations object turns Accoil Analytics off"}
+    outcomes = config.mappings.outcomes(message)
+    matches = []
+    for outcome in outcomes:
+        match: dict[str, Any] = {"mapping": outcome.mapping}
+        action = outcome.action
+        if action is None:
+            match["dropped"] = f"{outcome.problem} (counted as {outcome.reason})"
+        else:
+            match["action"] = action.type
+            body = action_body(action)
+            if body is None:
+                match["held_under_anonymous_id"] = action.anonymous_id
+            else:
+                match["body"] = body
+        matches.append(match)
+    actions = [o.action for o in outcomes if o.action is not None]
+    linked = [{"anonymousId": a, "userId": u} for a, u in links(message, actions)]
+    if linked:
+        report["links"] = linked
+    return {**report, "matches": matches}
+
+
+def _describe(report: dict[str, Any]) -> str:
+    """The human-readable form of ``_explain``'s document."""
+    if "error" in report:
+        return f"line {report['line']}: invalid: {report['error']}"
+    lines = [f"line {report['line']}: {report['type']} (messageId {report['messageId']})"]
+    if "filtered" in report:
+        return "\n".join([*lines, f"  filtered: {report['filtered']}"])
+    for link in report.get("links", ()):
+        lines.append(f"  links anonymousId {link['anonymousId']} to userId {link['userId']}")
+    for match in report["matches"]:
+        if "dropped" in match:
+            lines.append(f"  {match['mapping']}: dropped: {match['dropped']}")
+        elif "held_under_anonymous_id" in match:
+            lines.append(
+                f"  {match['mapping']}: {match['action']}, held under anonymousId "
+                f"{match['held_under_anonymous_id']} until an identify or alias links it to a user"
+            )
+        else:
+            lines.append(f"  {match['mapping']}: {match['action']} {json.dumps(match['body'])}")
+    if not report["matches"] and "links" not in report:
+        lines.append("  no mapping matches (counted as unmapped)")
+    return "\n".join(lines)
 
 
 def _numbered_lines(source: IO[bytes]) -> Iterator[tuple[int, str, str | None]]:

@@ -205,10 +205,7 @@ def identity_link(message: Message, actions: Sequence[Message]) -> Message | Non
         return message
     if message.type != "identify" or message.user_id is None or message.anonymous_id is None:
         return None
-    if any(
-        a.type == "identify" and a.user_id is not None and a.anonymous_id == message.anonymous_id
-        for a in actions
-    ):
+    if any(_links(a) for a in actions):
         return None
     return replace(
         message,
@@ -218,6 +215,21 @@ def identity_link(message: Message, actions: Sequence[Message]) -> Message | Non
         traits=None,
         notes=(),
     )
+
+
+def links(message: Message, actions: Sequence[Message]) -> list[tuple[str | None, str | None]]:
+    """The (anonymousId, userId) links a message makes, given its actions."""
+    rows = [*actions, *filter(None, [identity_link(message, actions)])]
+    return [
+        (row.previous_id if row.type == "alias" else row.anonymous_id, row.user_id)
+        for row in rows
+        if row.type == "alias" or _links(row)
+    ]
+
+
+def _links(row: Message) -> bool:
+    """Whether an outbox row links ids by itself (the fold's rule, in ``store.rollup``)."""
+    return row.type == "identify" and row.user_id is not None and row.anonymous_id is not None
 
 
 # --- Configuration -----------------------------------------------------------------------------
@@ -353,22 +365,26 @@ def _when(message: Message, values: dict[str, Any]) -> tuple[datetime, tuple[str
 
 
 def _traits(
-    values: dict[str, Any], names: Iterable[str], *, group: bool
+    message: Message, values: dict[str, Any], names: Iterable[str], *, group: bool
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The ``traits`` field with the mapped trait fields inside it, as Segment's action sends
-    them; normalised like the traits of an accepted message."""
+    them; normalised like the traits of an accepted message. A value the message's own traits
+    already held was counted when it was accepted, so only new ones are counted here."""
     base = _given(values["traits"]) or {}
     if not isinstance(base, dict):
         raise InvalidMessage("traits", f"must be an object, got {json.dumps(base)[:50]}")
     merged = {**base, **{n: values[n] for n in names if values[n] is not MISSING}}
     traits, unnormalised = normalise_traits(merged, group=group)
-    return traits, tuple(TRAIT_NOT_NORMALISED for _ in unnormalised)
+    own = message.traits or {}
+    return traits, tuple(
+        TRAIT_NOT_NORMALISED for key in unnormalised if own.get(key, MISSING) != merged[key]
+    )
 
 
 def _identify(message: Message, values: dict[str, Any]) -> Message:
     user_id, anonymous_id = _subject(values, message.anonymous_id)
     timestamp, notes = _when(message, values)
-    traits, unnormalised = _traits(values, _IDENTIFY_TRAITS, group=False)
+    traits, unnormalised = _traits(message, values, _IDENTIFY_TRAITS, group=False)
     return replace(
         message,
         type="identify",
@@ -388,7 +404,7 @@ def _group(message: Message, values: dict[str, Any]) -> Message:
     if group_id is None:
         raise InvalidMessage("groupId", "is missing")
     timestamp, notes = _when(message, values)
-    traits, unnormalised = _traits(values, _GROUP_TRAITS, group=True)
+    traits, unnormalised = _traits(message, values, _GROUP_TRAITS, group=True)
     return replace(
         message,
         type="group",

@@ -104,7 +104,12 @@ def _tokens(text: str, where: str = "trigger") -> list[_Token]:
     while position < len(text):
         match = _TOKEN.match(text, position)
         if match is None:
-            raise TriggerError(text, position, f"unexpected character {text[position]!r}", where)
+            problem = (
+                "text goes in double quotes"
+                if text[position] == "'"
+                else f"unexpected character {text[position]!r}"
+            )
+            raise TriggerError(text, position, problem, where)
         kind = match.lastgroup or ""
         if kind != "space":
             tokens.append(_Token(kind, match.group(), position))

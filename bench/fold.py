@@ -79,9 +79,13 @@ def ours(url: str, n: int) -> float:
     database = Database.open(Config(database_url=url))
     now = datetime.now(UTC)
     for start in range(0, n, 10_000):
-        messages = [normalise({"type": "track", "userId": f"user-{i % USERS}",
-                               "event": f"E{i % EVENTS}"}, received_at=now)
-                    for i in range(start, min(n, start + 10_000))]
+        messages = [
+            normalise(
+                {"type": "track", "userId": f"user-{i % USERS}", "event": f"E{i % EVENTS}"},
+                received_at=now,
+            )
+            for i in range(start, min(n, start + 10_000))
+        ]
         with database.write() as conn:
             outbox.append(database, conn, messages)
     database.dispose()
@@ -105,10 +109,14 @@ def main() -> None:
     postgres_base = baseline_postgres(fresh_postgres(args.postgres), n)
     postgres_ours = ours(fresh_postgres(args.postgres), n)
     print(f"B3: folding {n:,} track events ({USERS} users x {EVENTS} events)")
-    for name, base, value in (("SQLite", sqlite_base, sqlite_ours),
-                              ("PostgreSQL", postgres_base, postgres_ours)):
-        print(f"  {name:<11} raw upsert {base:>10,.0f}/s   fold {value:>10,.0f}/s   "
-              f"{value / base:.2f}x (target >= 0.5)")
+    for name, base, value in (
+        ("SQLite", sqlite_base, sqlite_ours),
+        ("PostgreSQL", postgres_base, postgres_ours),
+    ):
+        print(
+            f"  {name:<11} raw upsert {base:>10,.0f}/s   fold {value:>10,.0f}/s   "
+            f"{value / base:.2f}x (target >= 0.5)"
+        )
 
 
 if __name__ == "__main__":

@@ -43,9 +43,19 @@ def raw_sqlite(path: Path, calls: int, synchronous: str) -> float:
 
     def insert(i: int) -> None:
         db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT INTO events (body) VALUES (?)", (json.dumps(
-            {"type": "track", "userId": f"user-{i % 1000}", "event": f"E{i % 20}",
-             "properties": {"i": i}}),))
+        db.execute(
+            "INSERT INTO events (body) VALUES (?)",
+            (
+                json.dumps(
+                    {
+                        "type": "track",
+                        "userId": f"user-{i % 1000}",
+                        "event": f"E{i % 20}",
+                        "properties": {"i": i},
+                    }
+                ),
+            ),
+        )
         db.execute("COMMIT")
 
     result = rate(calls, insert)
@@ -54,8 +64,14 @@ def raw_sqlite(path: Path, calls: int, synchronous: str) -> float:
 
 
 def buffer_rate(path: Path, calls: int, durability: str, synchronous: str) -> float:
-    with Buffer(f"sqlite:///{path}", start=False, durability=durability,
-                sqlite_synchronous=synchronous, max_outbox_rows=0) as buf:
+    with Buffer(
+        f"sqlite:///{path}",
+        start=False,
+        durability=durability,
+        sqlite_synchronous=synchronous,
+        max_outbox_rows=0,
+    ) as buf:
+
         def track(i: int) -> None:
             buf.track(f"user-{i % 1000}", f"E{i % 20}", {"i": i})
 
@@ -66,31 +82,44 @@ def buffer_rate(path: Path, calls: int, durability: str, synchronous: str) -> fl
 
 def b1(calls: int) -> None:
     segment = SegmentClient("bench", send=False, max_queue_size=calls + 1)
-    segment_rate = rate(calls, lambda i: segment.track(f"user-{i % 1000}", f"E{i % 20}",
-                                                       {"i": i}))
+    segment_rate = rate(calls, lambda i: segment.track(f"user-{i % 1000}", f"E{i % 20}", {"i": i}))
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         rows = [("segment Client(send=False).track", segment_rate)]
         for synchronous in ("FULL", "NORMAL"):
             sync_calls = calls // 10 if synchronous == "FULL" else calls // 4
-            rows.append((f"raw sqlite3 commit per event, {synchronous}",
-                         raw_sqlite(root / f"raw-{synchronous}.db", sync_calls, synchronous)))
-            rows.append((f"Buffer sync, {synchronous}",
-                         buffer_rate(root / f"sync-{synchronous}.db", sync_calls, "sync",
-                                     synchronous)))
-        rows.append(("Buffer group (default), FULL",
-                     buffer_rate(root / "group.db", calls, "group", "FULL")))
+            rows.append(
+                (
+                    f"raw sqlite3 commit per event, {synchronous}",
+                    raw_sqlite(root / f"raw-{synchronous}.db", sync_calls, synchronous),
+                )
+            )
+            rows.append(
+                (
+                    f"Buffer sync, {synchronous}",
+                    buffer_rate(root / f"sync-{synchronous}.db", sync_calls, "sync", synchronous),
+                )
+            )
+        rows.append(
+            ("Buffer group (default), FULL", buffer_rate(root / "group.db", calls, "group", "FULL"))
+        )
     print(f"B1: track calls per second ({calls} calls; commit-per-event rows use fewer)")
     base = dict(rows)
     for name, value in rows:
         print(f"  {name:<40} {value:>10,.0f}/s")
-    print(f"  group vs Segment's in-memory client:   "
-          f"{base['Buffer group (default), FULL'] / segment_rate:.2f}x (target >= 1.0)")
+    print(
+        f"  group vs Segment's in-memory client:   "
+        f"{base['Buffer group (default), FULL'] / segment_rate:.2f}x (target >= 1.0)"
+    )
     for synchronous in ("FULL", "NORMAL"):
-        ratio = base[f"Buffer sync, {synchronous}"] / \
-            base[f"raw sqlite3 commit per event, {synchronous}"]
-        print(f"  sync vs raw sqlite3 ({synchronous}):{' ' * (19 - len(synchronous))}"
-              f"{ratio:.2f}x (target >= 0.5)")
+        ratio = (
+            base[f"Buffer sync, {synchronous}"]
+            / base[f"raw sqlite3 commit per event, {synchronous}"]
+        )
+        print(
+            f"  sync vs raw sqlite3 ({synchronous}):{' ' * (19 - len(synchronous))}"
+            f"{ratio:.2f}x (target >= 0.5)"
+        )
 
 
 def b2(calls: int) -> None:
@@ -105,8 +134,10 @@ def b2(calls: int) -> None:
             total = time.perf_counter() - started
             stored = buf.status()["pending"]["occurrences"]
     print(f"B2: a burst of {calls:,} track calls (group commit)")
-    print(f"  calls returned at {calls / returned:,.0f}/s; committed and folded at "
-          f"{calls / total:,.0f}/s")
+    print(
+        f"  calls returned at {calls / returned:,.0f}/s; committed and folded at "
+        f"{calls / total:,.0f}/s"
+    )
     print(f"  stored {stored:,} of {calls:,}: {calls - stored} lost")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  peak RSS of the process: {peak:.0f} MiB")
@@ -117,8 +148,10 @@ def b4(calls: int) -> None:
         url = f"sqlite:///{Path(folder) / 'backlog.db'}"
         with Buffer(url, start=False, max_outbox_rows=0) as buf:
             for start in range(0, calls, 10_000):
-                buf.ingest_many({"type": "track", "userId": f"user-{i % 50_000}",
-                                 "event": f"E{i % 20}"} for i in range(start, start + 10_000))
+                buf.ingest_many(
+                    {"type": "track", "userId": f"user-{i % 50_000}", "event": f"E{i % 20}"}
+                    for i in range(start, start + 10_000)
+                )
             waiting = buf.status()["outbox"]["unfolded_messages"]
             buf.flush()
             pending = buf.status()["pending"]["occurrences"]

@@ -27,8 +27,13 @@ from bench.delivery import free_port
 
 def send(url: str, events: int) -> float:
     errors: list[object] = []
-    client = SegmentClient("bench", host=url, upload_size=100, max_queue_size=events + 1,
-                           on_error=lambda error, _batch: errors.append(error))
+    client = SegmentClient(
+        "bench",
+        host=url,
+        upload_size=100,
+        max_queue_size=events + 1,
+        on_error=lambda error, _batch: errors.append(error),
+    )
     started = time.perf_counter()
     for i in range(events):
         client.track(f"user-{i % 500}", f"Event {i % 10}", {"i": i})
@@ -53,8 +58,9 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 def measure(command: list[str], url: str, events: int, env: dict[str, str]) -> float:
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_until_up(url, process)
         return send(url, events)
@@ -70,21 +76,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         database_url = f"sqlite:///{Path(folder) / 'sidecar.db'}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
-        env.update(ACCOIL_BUFFER_DATABASE_URL=database_url,
-                   ACCOIL_BUFFER_FLUSH_INTERVAL_SECONDS="3600")
+        env.update(
+            ACCOIL_BUFFER_DATABASE_URL=database_url, ACCOIL_BUFFER_FLUSH_INTERVAL_SECONDS="3600"
+        )
         port = free_port()
-        baseline = measure([sys.executable, "-m", "bench.fast_accoil", str(port)],
-                           f"http://127.0.0.1:{port}", args.events, env)
+        baseline = measure(
+            [sys.executable, "-m", "bench.fast_accoil", str(port)],
+            f"http://127.0.0.1:{port}",
+            args.events,
+            env,
+        )
         port = free_port()
-        daemon = measure([sys.executable, "-m", "accoil_buffer", "serve", "--port", str(port)],
-                         f"http://127.0.0.1:{port}", args.events, env)
+        daemon = measure(
+            [sys.executable, "-m", "accoil_buffer", "serve", "--port", str(port)],
+            f"http://127.0.0.1:{port}",
+            args.events,
+            env,
+        )
         with Buffer(database_url, start=False) as buf:
             buf.flush()
             stored = buf.status()["pending"]["occurrences"]
     print(f"{args.events} track calls through segment-analytics-python (batches of 100)")
     print(f"  do-nothing receiver (baseline)   {baseline:>8,.0f} events/s   1.00x")
-    print(f"  accoil-buffer serve (SQLite)     {daemon:>8,.0f} events/s   "
-          f"{daemon / baseline:.2f}x")
+    print(f"  accoil-buffer serve (SQLite)     {daemon:>8,.0f} events/s   {daemon / baseline:.2f}x")
     print(f"  stored: {stored} of {args.events} ({args.events - stored} lost)")
 
 

@@ -216,3 +216,62 @@ def test_flush_fails_clearly_when_delivery_fails_or_is_off(tmp_path: Path) -> No
     off = run("flush", "--database-url", url)
     assert off.returncode == 1
     assert "delivery is off" in off.stderr
+
+
+MAPPINGS_EXAMPLE = EXAMPLES.parent / "mappings.toml"
+MAPPING_SAMPLES = EXAMPLES.parent / "mapping-samples.jsonl"
+
+
+def test_mappings_test_shows_what_each_mapping_would_send(tmp_path: Path) -> None:
+    samples = MAPPING_SAMPLES.read_bytes() + b'{"type": "track"}\n'
+    result = run(
+        "mappings", "test", "--config", str(MAPPINGS_EXAMPLE), "-", stdin=samples, cwd=tmp_path
+    )
+    assert result.returncode == 1  # the last line is not a valid message
+    text = result.stdout
+    assert "links anonymousId anon-7 to userId u1" in text
+    assert '"traits": {"name": "Acme", "tier": "enterprise", "plan": "enterprise"}' in text
+    assert 'Reports by name: track {"type": "track", "event": "Sales", "userId": "u1"' in text
+    lines = text.splitlines()
+    heartbeat = next(i for i, line in enumerate(lines) if line.startswith("line 4: track"))
+    assert lines[heartbeat + 1] == "  no mapping matches (counted as unmapped)"
+    assert 'Forward sign-ups: post {"type": "track", "userId": "u1", "event": "Signed Up", ' in text
+    assert "line 7: invalid: userId: is required when there is no anonymousId" in text
+    assert not list(tmp_path.iterdir())  # nothing was stored: no database was even created
+
+    as_json = run(
+        "mappings", "test", "--json", "--config", str(MAPPINGS_EXAMPLE), str(MAPPING_SAMPLES)
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    documents = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [[m["mapping"] for m in d["matches"]] for d in documents] == [
+        ["Identify Calls"],
+        ["Group Calls"],
+        ["Track Calls", "Reports by name"],
+        [],
+        ["Track Calls", "Forward sign-ups"],
+        [],
+    ]
+    assert documents[4]["matches"][1]["body"]["properties"] == {"source": "newsletter"}
+
+
+def test_mappings_test_uses_the_presets_without_configuration() -> None:
+    result = run(
+        "mappings", "test", "-", stdin=b'{"type": "screen", "userId": "u1", "name": "Dash"}\n'
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'Screen Calls: screen {"type": "screen", "userId": "u1", "name": "Dash"' in result.stdout
+
+
+def test_a_bad_trigger_stops_every_command_with_its_position(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[[mappings]]\nname = 'Pro'\naction = 'track'\ntrigger = 'plan = pro'\n")
+    for command in (("status",), ("serve",), ("mappings", "test", "-")):
+        result = run(*command, "--config", str(config))
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-3:] == [
+            "Error: mapping 'Pro': trigger: expected a value after '=' (\"text\", a number, true, "
+            "false or null), got 'pro' at position 8",
+            "    plan = pro",
+            "           ^",
+        ]
