@@ -133,6 +133,35 @@ def test_segment_python_client_through_the_daemon_to_accoil(
     }
 
 
+def test_the_daemon_applies_the_mappings_of_its_configuration(
+    database_url: str, fake: FakeAccoil
+) -> None:
+    daemon = Daemon(database_url, args=("--config", str(ROOT / "examples" / "mappings.toml")))
+    daemon.wait_ready()
+    client = SegmentClient("any-write-key", host=daemon.url, upload_size=10)
+    client.group("u1", "acc1", {"name": "Acme", "tier": "enterprise"})
+    for report in ("Sales", "Sales", "Churn"):
+        client.track("u1", "Report Created", {"report_name": report})
+    for _ in range(4):
+        client.track("u1", "Heartbeat")
+    client.track("u1", "Signed Up", {"source": "newsletter"})
+    client.flush()
+    client.shutdown()
+    code, stderr = daemon.stop()
+    assert code == 0, stderr
+    deliver(database_url, fake)
+    bodies = fake.accepted()
+    rolled_up = Counter(
+        b["event"] for b in bodies if b["type"] == "track" and "properties" not in b
+    )
+    assert rolled_up == {"Report Created": 3, "Sales": 2, "Churn": 1, "Signed Up": 1}
+    (forwarded,) = [b for b in bodies if "properties" in b]
+    assert (forwarded["event"], forwarded["properties"]) == ("Signed Up", {"source": "newsletter"})
+    (account,) = [b for b in bodies if b["type"] == "group" and "userId" not in b]
+    assert account["traits"] == {"name": "Acme", "tier": "enterprise", "plan": "enterprise"}
+    assert tables.drops(database_url) == {"unmapped": 4}
+
+
 @pytest.fixture(scope="module")
 def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str]]:
     url = f"sqlite:///{tmp_path_factory.mktemp('daemon') / 'daemon.db'}"
