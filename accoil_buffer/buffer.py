@@ -413,6 +413,11 @@ class Buffer:
     # --- Internals -------------------------------------------------------------------------
 
     @property
+    def _keep_payloads(self) -> bool:
+        """Whole messages are written to the outbox only when they are kept for audit."""
+        return self.config.outbox_retention_hours > 0
+
+    @property
     def _margin(self) -> timedelta:
         return timedelta(seconds=self.config.future_timestamp_margin_seconds)
 
@@ -447,6 +452,7 @@ class Buffer:
                     conn,
                     messages,
                     mappings=self.config.mappings,
+                    keep_payloads=self._keep_payloads,
                     rejected=rejected,
                     today=today,
                 )
@@ -462,7 +468,13 @@ class Buffer:
     def _commit(self, messages: Sequence[Message]) -> None:
         """The group writer's transaction."""
         with self._database.write() as conn:
-            outbox.append(self._database, conn, messages, mappings=self.config.mappings)
+            outbox.append(
+                self._database,
+                conn,
+                messages,
+                mappings=self.config.mappings,
+                keep_payloads=self._keep_payloads,
+            )
 
     def _waiting(self) -> int:
         def count() -> int:

@@ -57,6 +57,11 @@ def drops(url: str) -> dict[str, int]:
     return {reason: int(n) for reason, n in _rows(url, statement)}
 
 
+def outbox_payloads(url: str) -> list[Any]:
+    o = schema.outbox
+    return [row.payload for row in _rows(url, select(o.c.payload).order_by(o.c.id))]
+
+
 def outbox_size(url: str) -> int:
     return int(_rows(url, select(func.count()).select_from(schema.outbox))[0][0])
 

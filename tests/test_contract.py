@@ -255,9 +255,24 @@ def test_future_timestamps_are_clamped_and_counted(buffer: Buffer, database_url:
     assert tables.drops(database_url) == {"future_timestamp_clamped": 1}
 
 
+def test_properties_are_never_written_unless_kept_for_audit(
+    database_url: str, clock: Clock
+) -> None:
+    with Buffer(database_url, start=False, clock=clock, durability="sync") as buf:
+        buf.track("u1", "E", {"secret": "never on disk"})
+        buf.identify("u1", {"email": "a@b.c"})
+        assert tables.outbox_payloads(database_url) == [None, None]  # JSON null: columns only
+        buf.flush()
+    assert tables.users(database_url) == {"u1": {"email": "a@b.c"}}
+
+
 def test_outbox_rows_can_be_kept_for_audit(database_url: str, clock: Clock) -> None:
-    with Buffer(database_url, start=False, clock=clock, outbox_retention_hours=24) as buf:
+    with Buffer(
+        database_url, start=False, clock=clock, outbox_retention_hours=24, durability="sync"
+    ) as buf:
         buf.track("u1", "E", {"kept": True})
+        (payload,) = tables.outbox_payloads(database_url)
+        assert (payload["event"], payload["properties"]) == ("E", {"kept": True})
         buf.flush()
         assert tables.outbox_size(database_url) == 1
         assert buf.status()["outbox"]["unfolded_messages"] == 0

@@ -102,6 +102,14 @@ class Database:
                 conn.execute(select(func.pg_advisory_unlock(FOLD_LOCK)))
                 conn.commit()
 
+    def refresh_statistics(self, table: Table) -> None:
+        """Let PostgreSQL's planner see a table that filled up since autovacuum last looked:
+        with stale statistics it sorts a fold chunk on disk instead of hashing it, about 3x
+        slower. SQLite's planner needs none for these queries."""
+        if self.is_postgresql:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"ANALYZE {table.name}")
+
     def lock_for_migration(self, conn: Connection) -> None:
         """Serialise concurrent migrations (several daemons starting at once)."""
         if self.is_postgresql:

@@ -36,6 +36,7 @@ def append(
     messages: Sequence[Message],
     *,
     mappings: Mappings = PRESETS,
+    keep_payloads: bool = False,
     rejected: int = 0,
     today: date | None = None,
 ) -> AppendResult:
@@ -45,7 +46,9 @@ def append(
 
     A messageId is claimed in the ledger first (INSERT … ON CONFLICT DO NOTHING RETURNING), so two
     processes that receive the same message at once still store it once. Actions to fold go to
-    the outbox; Post to Accoil messages to ``accoil_posts``.
+    the outbox; Post to Accoil messages to ``accoil_posts``. An outbox row keeps the whole
+    message (properties, context) only with ``keep_payloads`` (audit retention): the fold never
+    reads it, so by default it is never written to disk.
     """
     if rejected:
         if today is None:
@@ -62,7 +65,8 @@ def append(
     deliverable = [m for m in fresh if m.deliverable]
     routed = mappings.route(deliverable)
     if routed.rows:
-        _execute_in_slices(conn, _OUTBOX_INSERT, routed.rows, _outbox_row)
+        to_row = _outbox_row_with_payload if keep_payloads else _outbox_row
+        _execute_in_slices(conn, _OUTBOX_INSERT, routed.rows, to_row)
     if routed.posts:
         _execute_in_slices(conn, _POSTS_INSERT, routed.posts, _post_row)
     today = messages[0].received_at.date()
@@ -140,6 +144,7 @@ def _ledger_row(message: Message) -> dict[str, object]:
 
 
 def _outbox_row(message: Message) -> dict[str, object]:
+    """The row of an action; its payload is JSON null (the column's SQL NULL is not allowed)."""
     return {
         "message_id": message.message_id,
         "type": message.type,
@@ -152,8 +157,12 @@ def _outbox_row(message: Message) -> dict[str, object]:
         "timestamp": message.timestamp,
         "received_at": message.received_at,
         "traits": message.traits,
-        "payload": message.payload,
+        "payload": None,
     }
+
+
+def _outbox_row_with_payload(message: Message) -> dict[str, object]:
+    return {**_outbox_row(message), "payload": message.payload}
 
 
 def _post_row(message: Message) -> dict[str, object]:

@@ -40,6 +40,7 @@ from accoil_buffer.store.outbox import record_drops
 ANONYMOUS_TTL_EVENTS = "anonymous_ttl_events"
 ANONYMOUS_TTL_PROFILES = "anonymous_ttl_profiles"
 _KEYS_PER_QUERY = 5000
+_ANALYZE_FROM = 10_000  # outbox rows waiting, about: below this a stale plan costs little
 
 o = schema.outbox
 links = schema.identity_links
@@ -67,7 +68,11 @@ class FoldReport:
 def fold(database: Database, settings: FoldSettings, now: datetime) -> FoldReport:
     """Fold every outbox row present when the call starts, then prune what has expired."""
     with database.engine.connect() as conn:
-        ceiling = conn.scalar(select(func.max(o.c.id)).where(o.c.folded_at.is_(None)))
+        low, ceiling = conn.execute(
+            select(func.min(o.c.id), func.max(o.c.id)).where(o.c.folded_at.is_(None))
+        ).one()
+    if ceiling is not None and ceiling - low >= _ANALYZE_FROM:
+        database.refresh_statistics(o)
     folded = 0
     while ceiling is not None:
         n = database.run_fold(lambda conn: _fold_chunk(database, conn, settings, now, ceiling))

@@ -84,7 +84,13 @@ outbox = Table(
     Column("timestamp", UTCDateTime, nullable=False, comment="skew-corrected event time"),
     Column("received_at", UTCDateTime, nullable=False),
     Column("traits", Traits, comment="normalised traits of identify/group"),
-    Column("payload", JSON, nullable=False, comment="the whole normalised message"),
+    Column(
+        "payload",
+        JSON,
+        nullable=False,
+        comment="the whole normalised message if kept for audit (outbox_retention_hours); "
+        "else JSON null",
+    ),
     Column("folded_at", UTCDateTime, comment="set when folded and kept for audit retention"),
     Index(None, "folded_at", "id"),
     comment="Accepted messages not yet folded into users, accounts and counts.",
