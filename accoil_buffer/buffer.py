@@ -21,9 +21,10 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from accoil_buffer.accoil_api import AccoilClient
+from accoil_buffer.backpressure import Backpressure, Bound
 from accoil_buffer.config import Config, load_config
 from accoil_buffer.delivery import Delivery, DeliveryReport, DeliverySettings
-from accoil_buffer.errors import BufferFull, ConfigError, InvalidMessage, StorageError
+from accoil_buffer.errors import ConfigError, InvalidMessage, StorageError
 from accoil_buffer.messages import Message, normalise
 from accoil_buffer.scheduler import Scheduler
 from accoil_buffer.store import deliveries, outbox, report, rollup
@@ -150,7 +151,17 @@ class Buffer:
             log.info("no api_key is set: events are buffered, delivery to Accoil is off")
         self._closed = False
         self._wrote = False  # close() folds only if this instance appended something
-        self._room = _Room(config.max_outbox_rows, self._waiting)
+        self._backpressure = Backpressure(
+            Bound("max_outbox_rows", config.max_outbox_rows, self._waiting, "rows waiting"),
+            Bound(
+                "max_outbox_bytes",
+                config.max_outbox_bytes,
+                lambda: self._guard(self._database.bytes_in_use),
+                "bytes in use in the database file",
+            ),
+            timeout=config.backpressure_timeout_seconds,
+            refuse=self._count_refusal,
+        )
         self._writer: GroupWriter | None = None
         if config.durability == "group":
             self._writer = GroupWriter(self._commit)
@@ -265,7 +276,7 @@ class Buffer:
             self._append([normalised], connection)
         else:
             self._ensure_open()
-            self._make_room(1, normalised.received_at.date())
+            self._backpressure.make_room(1, normalised.size)
             self._writer.submit([normalised])
             self._wrote = True
         return normalised.message_id
@@ -439,7 +450,7 @@ class Buffer:
     ) -> outbox.AppendResult:
         self._ensure_open()
         if connection is None and messages:
-            self._make_room(len(messages), messages[0].received_at.date())
+            self._backpressure.make_room(len(messages), sum(m.size for m in messages))
         if self._writer is not None and self._writer.pending:
             # Calls queued earlier are committed first: the fold follows outbox order
             # (the latest traits win), which must be the order the app made its calls in.
@@ -484,25 +495,13 @@ class Buffer:
         queued = 0 if self._writer is None else self._writer.pending
         return self._guard(count) + queued
 
-    def _make_room(self, n: int, today: date) -> None:
-        """Backpressure: wait up to backpressure_timeout_seconds for room, else refuse."""
-        deadline = time.monotonic() + self.config.backpressure_timeout_seconds
-        while not self._room.fits(n):
-            if time.monotonic() >= deadline:
+    def _count_refusal(self, n: int) -> None:
+        def count() -> None:
+            with self._database.write() as conn:
+                today = self._clock().date()
+                outbox.record_drops(self._database, conn, Counter({(today, BUFFER_FULL): n}))
 
-                def count_refusal() -> None:
-                    with self._database.write() as conn:
-                        outbox.record_drops(
-                            self._database, conn, Counter({(today, BUFFER_FULL): n})
-                        )
-
-                self._guard(count_refusal)
-                raise BufferFull(
-                    f"the outbox holds {self.config.max_outbox_rows} messages waiting "
-                    "(max_outbox_rows); the call was refused and counted. Is the fold "
-                    "running, and can delivery reach Accoil?"
-                )
-            time.sleep(0.05)
+        self._guard(count)
 
     def _scheduled_pass(self) -> None:
         self._pass(force=False, deadline=None)
@@ -540,28 +539,6 @@ class Buffer:
 
 
 BUFFER_FULL = "buffer_full"
-
-
-class _Room:
-    """Whether ``n`` more messages fit under ``limit``, re-counting at most every 0.5 s while
-    far from the limit (counting is a query) and every time when close to it."""
-
-    def __init__(self, limit: int, count: Callable[[], int]) -> None:
-        self._limit, self._count = limit, count
-        self._known, self._at = 0, float("-inf")
-        self._lock = threading.Lock()
-
-    def fits(self, n: int) -> bool:
-        if self._limit <= 0:
-            return True
-        with self._lock:
-            stale = time.monotonic() - self._at > 0.5
-            if stale or self._known + n > self._limit * 0.9:
-                self._known, self._at = self._count(), time.monotonic()
-            if self._known + n > self._limit:
-                return False
-            self._known += n
-            return True
 
 
 def _if_alive(ref: weakref.ref[Buffer], action: Callable[[Buffer], None]) -> None:

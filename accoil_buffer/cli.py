@@ -105,7 +105,7 @@ def status(config: Config, as_json: bool) -> None:
         click.echo(json.dumps(document, indent=2))
         return
     pending = document["pending"]
-    click.echo(f"outbox: {document['outbox']['unfolded_messages']} messages not yet folded")
+    click.echo(f"outbox: {document['outbox']['unfolded_messages']} rows not yet folded")
     click.echo(
         f"pending delivery: {pending['users']} users, {pending['accounts']} accounts, "
         f"{pending['memberships']} memberships, {pending['count_rows']} count rows "

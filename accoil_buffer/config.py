@@ -56,6 +56,7 @@ class Config:
     durability: Durability = "group"
     close_timeout_seconds: float = 5.0
     max_outbox_rows: int = 1_000_000
+    max_outbox_bytes: int = 0
     backpressure_timeout_seconds: float = 0.0
     mappings: Mappings = PRESETS
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -79,6 +80,7 @@ class Config:
                 raise ConfigError(f"{name} must be greater than 0, got {getattr(self, name)!r}")
         for name in (
             "max_outbox_rows",
+            "max_outbox_bytes",
             "backpressure_timeout_seconds",
             "future_timestamp_margin_seconds",
             "dedupe_window_hours",
@@ -94,6 +96,11 @@ class Config:
             raise ConfigError(
                 f"sqlite_synchronous must be one of {get_args(SqliteSynchronous)}, "
                 f"got {self.sqlite_synchronous!r}"
+            )
+        if self.max_outbox_bytes and not self.database_url.startswith("sqlite"):
+            raise ConfigError(
+                "max_outbox_bytes bounds the size of a SQLite file; on PostgreSQL, whose "
+                "server manages its own disk, bound the outbox with max_outbox_rows"
             )
         if not 0 < self.server.port < 65536:
             raise ConfigError(f"server.port must be between 1 and 65535, got {self.server.port}")

@@ -56,6 +56,7 @@ class Message:
     payload: dict[str, JSON]
     deliverable: bool
     notes: tuple[str, ...] = ()
+    size: int = 0  # bytes of the message as compact JSON, as received
 
     @property
     def day(self) -> date:
@@ -149,6 +150,7 @@ def normalise(
         payload=cleaned,
         deliverable=is_deliverable(cleaned.get("integrations")),
         notes=tuple(notes),
+        size=size,
     )
 
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
-from accoil_buffer import Buffer, BufferFull, ServerConfig
+from accoil_buffer import Buffer, BufferFull, Config, ConfigError, ServerConfig
 from accoil_buffer.messages import normalise
 from accoil_buffer.server import Sidecar
 from accoil_buffer.store import schema
@@ -140,6 +143,49 @@ def test_at_the_bound_calls_are_refused_counted_and_then_let_through(
         buf.track("u", "E")
     assert tables.drops(database_url) == {"buffer_full": 2}
     assert sum(tables.counts(database_url).values()) == 6
+
+
+def sqlite_bytes_in_use(path: Path) -> int:
+    """Measured apart from the buffer: the file's pages in use."""
+    with closing(sqlite3.connect(path)) as db:
+        pages, free, size = (
+            db.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("page_count", "freelist_count", "page_size")
+        )
+    return int((pages - free) * size)
+
+
+def fill_until_refused(buf: Buffer) -> tuple[int, BufferFull]:
+    for stored in range(100_000):
+        try:
+            buf.track("u", "E", {"note": "x" * 200})
+        except BufferFull as refusal:
+            return stored, refusal
+    raise AssertionError("the bound was never reached")
+
+
+def test_a_sqlite_file_at_its_byte_bound_refuses_calls_until_the_fold_frees_pages(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "bytes.db"
+    url = f"sqlite:///{path}"
+    with Buffer(url, start=False, clock=clock, durability="sync"):
+        empty = sqlite_bytes_in_use(path)
+    bound = empty + 64 * 1024  # room for a few hundred outbox rows
+    with Buffer(url, start=False, clock=clock, durability="sync", max_outbox_bytes=bound) as buf:
+        stored, refusal = fill_until_refused(buf)
+        assert "bytes in use in the database file" in str(refusal)
+        assert stored > 100
+        assert sqlite_bytes_in_use(path) <= bound + 4096  # at most a page past the bound
+        buf.flush()  # folding frees the outbox's pages
+        buf.track("u", "E")
+    assert tables.drops(url) == {"buffer_full": 1}
+    assert sum(tables.counts(url).values()) == stored + 1
+
+
+def test_a_byte_bound_on_postgresql_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError, match="max_outbox_bytes bounds the size of a SQLite file"):
+        Config(database_url="postgresql://localhost/x", max_outbox_bytes=10**9)
 
 
 def test_a_call_at_the_bound_can_wait_for_room(database_url: str, clock: Clock) -> None:

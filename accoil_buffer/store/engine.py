@@ -102,6 +102,17 @@ class Database:
                 conn.execute(select(func.pg_advisory_unlock(FOLD_LOCK)))
                 conn.commit()
 
+    def bytes_in_use(self) -> int:
+        """The bytes the SQLite file's pages in use take (free pages, left by deleted rows, do
+        not count): what the buffer occupies on disk, WAL aside. SQLite only."""
+        if self.is_postgresql:
+            raise ConfigError("the bytes in use are measured on SQLite only")
+        with self.engine.connect() as conn:
+            pragma = conn.exec_driver_sql
+            pages = pragma("PRAGMA page_count").scalar_one()
+            free = pragma("PRAGMA freelist_count").scalar_one()
+            return int((pages - free) * pragma("PRAGMA page_size").scalar_one())
+
     def refresh_statistics(self, table: Table) -> None:
         """Let PostgreSQL's planner see a table that filled up since autovacuum last looked:
         with stale statistics it sorts a fold chunk on disk instead of hashing it, about 3x

@@ -1,0 +1,77 @@
+"""Backpressure (SPEC 4.6): at a configured bound a call is refused and counted, never dropped.
+
+Two bounds: rows waiting to be folded or forwarded (``max_outbox_rows``) and, on SQLite, the
+bytes the database file uses (``max_outbox_bytes``). Measuring is a query, so a bound is
+re-measured at most every 0.5 s while far from its limit and on every call within 10% of it;
+in between, what the calls add is counted in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from accoil_buffer.errors import BufferFull
+
+_FRESH_FOR = 0.5  # seconds a measurement is trusted while far from the limit
+_CLOSE = 0.9  # within this share of the limit, every call measures
+
+
+class Bound:
+    """A limit (0: none) on what ``measure`` returns."""
+
+    def __init__(self, key: str, limit: int, measure: Callable[[], int], what: str) -> None:
+        self.key, self.limit, self.what = key, limit, what
+        self._measure = measure
+        self._known, self._at = 0, float("-inf")
+        self._lock = threading.Lock()
+
+    def fits(self, amount: int) -> bool:
+        """Whether ``amount`` more fits, measuring again if the last measurement is stale or
+        the bound is close."""
+        if self.limit <= 0:
+            return True
+        with self._lock:
+            stale = time.monotonic() - self._at > _FRESH_FOR
+            if stale or self._known + amount > self.limit * _CLOSE:
+                self._known, self._at = self._measure(), time.monotonic()
+            return self._known + amount <= self.limit
+
+    def take(self, amount: int) -> None:
+        with self._lock:
+            self._known += amount
+
+    def describe(self) -> str:
+        return f"{self._known:,} {self.what}; {self.key} is {self.limit:,}"
+
+
+class Backpressure:
+    """Waits up to ``timeout`` seconds for room under every bound, else counts the refusal
+    (``refuse(messages)``) and raises ``BufferFull``."""
+
+    def __init__(
+        self, rows: Bound, size: Bound, *, timeout: float, refuse: Callable[[int], None]
+    ) -> None:
+        self._rows, self._size = rows, size
+        self._timeout, self._refuse = timeout, refuse
+
+    def make_room(self, messages: int, size: int) -> None:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            full = [
+                bound
+                for bound, amount in ((self._rows, messages), (self._size, size))
+                if not bound.fits(amount)
+            ]
+            if not full:
+                self._rows.take(messages)
+                self._size.take(size)
+                return
+            if time.monotonic() >= deadline:
+                self._refuse(messages)
+                raise BufferFull(
+                    f"the buffer is full ({full[0].describe()}); the call was refused and "
+                    "counted. Is the fold running, and can delivery reach Accoil?"
+                )
+            time.sleep(0.05)
