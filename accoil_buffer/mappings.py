@@ -42,14 +42,6 @@ REASON_PREFIX = "mapping:"
 POST = "post"
 
 
-@dataclass(frozen=True)
-class Action:
-    """An action of the Accoil destination: its fields, with their default paths. Which of
-    them it cannot go without is checked where the action is built."""
-
-    fields: dict[str, tuple[str, ...]]
-
-
 def _defaults(*names: str, traits: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
     """Default paths: ``$.<name>`` for each name, ``$.traits.<name>`` for each trait field, plus
     ``$.traits`` (when the action has traits) and ``$.timestamp``."""
@@ -63,13 +55,15 @@ def _defaults(*names: str, traits: Sequence[str] = ()) -> dict[str, tuple[str, .
 
 _IDENTIFY_TRAITS = ("email", "name", "role", "accountStatus", "createdAt")
 _GROUP_TRAITS = ("name", "createdAt", "status", "plan", "mrr")
-ACTIONS: dict[str, Action] = {
-    "identify": Action(_defaults("userId", traits=_IDENTIFY_TRAITS)),
-    "group": Action(_defaults("groupId", "anonymousId", "userId", traits=_GROUP_TRAITS)),
-    "track": Action(_defaults("event", "userId")),
-    "page": Action(_defaults("userId", "name")),
-    "screen": Action(_defaults("userId", "name")),
-    POST: Action({}),  # it forwards the whole message
+# The actions of Segment's Accoil destination, each with its fields' default paths. Which
+# fields an action cannot go without is checked where it is built (_BUILDERS).
+ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "identify": _defaults("userId", traits=_IDENTIFY_TRAITS),
+    "group": _defaults("groupId", "anonymousId", "userId", traits=_GROUP_TRAITS),
+    "track": _defaults("event", "userId"),
+    "page": _defaults("userId", "name"),
+    "screen": _defaults("userId", "name"),
+    POST: {},  # it forwards the whole message
 }
 _ACTION_NAMES = {"post to accoil": POST, "post_to_accoil": POST}
 PRESET_NAMES = {
@@ -266,7 +260,7 @@ def _parse(index: int, entry: object) -> Mapping:
     given = entry.get("fields", {})
     if not isinstance(given, AnyMapping):
         raise ConfigError(f"{where}: fields must be a table")
-    known = ACTIONS[action].fields
+    known = ACTIONS[action]
     unknown = sorted(set(given) - set(known))
     if unknown:
         listed = ", ".join(known) if known else "none (it forwards the whole message)"
@@ -301,8 +295,7 @@ def parse_path(text: str, where: str) -> tuple[str, ...]:
 
 def _compile(mapping: Mapping) -> _Compiled:
     where = f"mapping {mapping.name!r}"
-    action = ACTIONS[mapping.action]
-    sources = {name: _Source(path) for name, path in action.fields.items()}
+    sources = {name: _Source(path) for name, path in ACTIONS[mapping.action].items()}
     for name, value in mapping.fields:
         if isinstance(value, str) and value.startswith("$"):
             sources[name] = _Source(parse_path(value, f"{where}: fields.{name}"))
