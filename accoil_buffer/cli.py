@@ -290,6 +290,24 @@ def mappings() -> None:
     """The mappings in force (the presets unless [[mappings]] are configured)."""
 
 
+@mappings.command("list")
+@click.option("--json", "as_json", is_flag=True, help="As a JSON array.")
+@common_options
+def mappings_list(config: Config, as_json: bool) -> None:
+    """List the mappings in force, in the order they apply."""
+    entries = [
+        {**dataclasses.asdict(m), "fields": dict(m.fields)} for m in config.mappings.mappings
+    ]
+    if as_json:
+        click.echo(json.dumps(entries, indent=2, ensure_ascii=False))
+        return
+    for entry in entries:
+        state = "" if entry["enabled"] else " (disabled)"
+        click.echo(f"{entry['name']}{state}: {entry['action']} when {entry['trigger']}")
+        for name, source in entry["fields"].items():
+            click.echo(f"  {name} = {json.dumps(source, ensure_ascii=False)}")
+
+
 @mappings.command("test")
 @click.argument("source", type=click.File("rb"))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")

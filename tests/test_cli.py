@@ -255,6 +255,28 @@ def test_mappings_test_shows_what_each_mapping_would_send(tmp_path: Path) -> Non
     assert documents[4]["matches"][1]["body"]["properties"] == {"source": "newsletter"}
 
 
+def test_mappings_list_shows_what_is_in_force() -> None:
+    presets = run("mappings", "list")
+    assert presets.returncode == 0, presets.stderr
+    assert presets.stdout.splitlines() == [
+        'Identify Calls: identify when type = "identify"',
+        'Page Calls: page when type = "page"',
+        'Track Calls: track when type = "track"',
+        'Screen Calls: screen when type = "screen"',
+        'Group Calls: group when type = "group"',
+    ]
+    custom = run("mappings", "list", "--json", "--config", str(MAPPINGS_EXAMPLE))
+    assert custom.returncode == 0, custom.stderr
+    reports = json.loads(custom.stdout)[4]
+    assert reports == {
+        "name": "Reports by name",
+        "action": "track",
+        "trigger": 'event = "Report Created" and properties.report_name exists',
+        "fields": {"event": "$.properties.report_name"},
+        "enabled": True,
+    }
+
+
 def test_mappings_test_uses_the_presets_without_configuration() -> None:
     result = run(
         "mappings", "test", "-", stdin=b'{"type": "screen", "userId": "u1", "name": "Dash"}\n'
