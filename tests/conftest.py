@@ -78,16 +78,16 @@ def postgres_template() -> Iterator[str]:
 def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh migrated PostgreSQL database for one test."""
     template = request.getfixturevalue("postgres_template")
-    yield from _fresh_postgres(template)
+    yield from fresh_postgres(template)
 
 
 @pytest.fixture
 def empty_postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database with no tables at all."""
-    yield from _fresh_postgres(None)
+    yield from fresh_postgres(None)
 
 
-def _fresh_postgres(template: str | None) -> Iterator[str]:
+def fresh_postgres(template: str | None) -> Iterator[str]:
     name = f"accoil_test_{uuid.uuid4().hex[:12]}"
     with _admin() as admin:
         clause = f' TEMPLATE "{template}"' if template else ""

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from accoil_buffer import Buffer
+from accoil_buffer.mappings import ACTIONS, UNMAPPED, Mappings, Outcome, identity_link
+from accoil_buffer.messages import Message, normalise
 from tests import tables
-from tests.conftest import Clock
+from tests.conftest import Clock, fresh_postgres
 from tests.fake_accoil import FakeAccoil, Reply, running
 from tests.test_delivery import occurrences
+from tests.test_model import messages as segment_messages
 
 MAPPINGS: list[dict[str, Any]] = [
     {"name": "Users", "action": "identify", "fields": {"email": "$.traits.work_email"}},
@@ -142,3 +149,124 @@ def test_post_to_accoil_waits_through_an_outage_and_dead_letters_a_refusal(
     assert forwarded == {("m-good", "Good"): 1, ("m-bad", "Bad"): 1}
     # Not rolled up: there are no counts, only the messages forwarded whole.
     assert tables.counts(database_url) == {}
+
+
+# --- Any mappings, any messages: every message is accounted for, and every row folds ---------
+
+PATHS = [
+    "$.userId",
+    "$.anonymousId",
+    "$.groupId",
+    "$.event",
+    "$.name",
+    "$.timestamp",
+    "$.traits",
+    "$.traits.k1",
+    "$.properties",
+    "$.properties.p",
+    "$.context.nested",
+    "$.missing",
+]
+LITERALS: list[Any] = ["x", "", 7, 1.5, True, {"k": "v"}, [1], "2026-11-27T00:00:00Z"]
+CONDITIONS = [
+    'type = "track"',
+    'type = "identify"',
+    'type = "group"',
+    'event = "E1"',
+    "traits.k1 exists",
+    "properties.p > 0",
+    'properties.p contains "x"',
+    'userId starts_with "u"',
+    "not anonymousId exists",
+]
+FIELDS = {action: list(paths) for action, paths in ACTIONS.items()}
+
+
+@st.composite
+def triggers(draw: st.DrawFn) -> str:
+    parts = draw(st.lists(st.sampled_from(CONDITIONS), min_size=1, max_size=3))
+    joiners = [draw(st.sampled_from([" and ", " or ", " and not "])) for _ in parts[1:]]
+    text = parts[0] + "".join(j + p for j, p in zip(joiners, parts[1:], strict=True))
+    return f"({text})" if draw(st.booleans()) else text
+
+
+@st.composite
+def mapping_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
+    entries = []
+    for index in range(draw(st.integers(1, 5))):
+        action = draw(st.sampled_from(sorted(ACTIONS)))
+        names = (
+            draw(st.lists(st.sampled_from(FIELDS[action]), max_size=3, unique=True))
+            if FIELDS[action]
+            else []
+        )
+        fields = {n: draw(st.sampled_from(PATHS) | st.sampled_from(LITERALS)) for n in names}
+        entry = {"name": f"m{index}", "action": action, "fields": fields}
+        if draw(st.booleans()):
+            entry["trigger"] = draw(triggers())
+        entries.append(entry)
+    return entries
+
+
+@st.composite
+def varied_messages(draw: st.DrawFn) -> dict[str, Any]:
+    message = draw(segment_messages())
+    message.pop("integrations", None)
+    if draw(st.booleans()):
+        message["properties"] = {"p": draw(st.sampled_from([1, -1, "xyz", None, {"a": 1}]))}
+    if draw(st.booleans()):
+        message["context"] = {"nested": draw(st.sampled_from(["u9", 3, [1, 2]]))}
+    return message
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(entries=mapping_sets(), raw=st.lists(varied_messages(), min_size=1, max_size=15))
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_any_mappings_account_for_every_message_and_fold(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    backend: str,
+    entries: list[dict[str, Any]],
+    raw: list[Any],
+) -> None:
+    mappings = Mappings.load(entries)
+    with (
+        fresh_database(request, tmp_path_factory, backend) as url,
+        Buffer(url, start=False, durability="sync", mappings=entries) as buf,
+    ):
+        report = buf.ingest_many(raw)
+        assert report.rejected == ()
+        buf.flush()  # every row the mappings made folds without a constraint error
+        status = buf.status()
+    accepted = [normalise(m, received_at=datetime.now(UTC)) for m in raw]
+    outcomes = [mappings.outcomes(m) for m in accepted]
+    routed = mappings.route(accepted)
+    # Every message is accounted for: an action or a drop per matching mapping, or unmapped.
+    unmatched = sum(
+        not o and mappings_link(m, o) is None for m, o in zip(accepted, outcomes, strict=True)
+    )
+    assert routed.counts[UNMAPPED] == unmatched
+    assert status["drops"].get("unmapped", 0) == unmatched
+    dropped = Counter(o.reason for os in outcomes for o in os if o.action is None)
+    assert {k: v for k, v in status["drops"].items() if k.startswith("mapping:")} == dropped
+    for row in routed.rows:
+        assert row.type in {"identify", "group", "track", "page", "screen", "alias"}
+        assert row.user_id is not None or row.anonymous_id is not None or row.type == "group"
+    assert status["outbox"]["unfolded_messages"] == 0
+
+
+@contextmanager
+def fresh_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: str
+) -> Iterator[str]:
+    """An empty migrated database for one example (function fixtures last the whole test)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('any') / 'buffer.db'}"
+        return
+    yield from fresh_postgres(request.getfixturevalue("postgres_template"))
+
+
+def mappings_link(message: Message, outcomes: list[Outcome]) -> Message | None:
+    return identity_link(message, [o.action for o in outcomes if o.action is not None])
