@@ -58,7 +58,7 @@ class Outcomes:
     accounts: Sequence[tuple[str, int]] = ()  # (group_id, version)
     memberships: Sequence[tuple[str, str]] = ()  # (group_id, user_id)
     counts: Sequence[tuple[date, str, str, str, int]] = ()  # (key…, delivered_count)
-    posts: Sequence[int] = ()  # ids of accoil_posts rows, done with
+    posts: Sequence[int] = ()  # ids of accoil_outbox_posts rows, done with
     dead_letters: Sequence[dict[str, Any]] = ()  # message_id, type, payload, status, response
 
     @property

@@ -100,7 +100,7 @@ outbox = Table(
 )
 
 posts = Table(
-    "accoil_posts",
+    "accoil_outbox_posts",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("message_id", ID, nullable=False, comment="the message's own messageId, sent as is"),

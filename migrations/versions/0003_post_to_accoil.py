@@ -18,7 +18,7 @@ depends_on: str | None = None
 
 def upgrade() -> None:
     op.create_table(
-        "accoil_posts",
+        "accoil_outbox_posts",
         sa.Column(
             "id",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -51,11 +51,11 @@ def upgrade() -> None:
             nullable=True,
             comment="the claim lapses after this",
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_accoil_posts")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_accoil_outbox_posts")),
         comment="Post to Accoil: messages forwarded whole; deleted once Accoil accepts them.",
         sqlite_autoincrement=True,
     )
 
 
 def downgrade() -> None:
-    op.drop_table("accoil_posts")
+    op.drop_table("accoil_outbox_posts")
