@@ -142,8 +142,10 @@ class Mappings:
     _compiled: tuple[_Compiled, ...] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        compiled = tuple(_compile(m) for m in self.mappings if m.enabled)
-        object.__setattr__(self, "_compiled", compiled)
+        # Every mapping is compiled, disabled ones too, so a mistake fails at startup.
+        compiled = [_compile(m) for m in self.mappings]
+        enabled = tuple(c for c, m in zip(compiled, self.mappings, strict=True) if m.enabled)
+        object.__setattr__(self, "_compiled", enabled)
 
     @classmethod
     def load(cls, entries: object) -> Mappings:
@@ -271,9 +273,7 @@ def _parse(index: int, entry: object) -> Mapping:
     enabled = entry.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}: enabled must be true or false")
-    mapping = Mapping(name, action, trigger, tuple(sorted(given.items())), enabled)
-    _compile(mapping)  # fail now, at startup, with the position of the error
-    return mapping
+    return Mapping(name, action, trigger, tuple(sorted(given.items())), enabled)
 
 
 def parse_path(text: str, where: str) -> tuple[str, ...]:
@@ -336,10 +336,42 @@ def _given(value: Any) -> Any:
     return None if value is MISSING else value
 
 
+def _id(values: dict[str, Any], field_name: str) -> str | None:
+    """An id field's value as Segment stores ids, or None when it resolved to nothing."""
+    return as_id(_given(values[field_name]), field_name)
+
+
+def _action(
+    message: Message,
+    kind: str,
+    *,
+    user_id: str | None,
+    anonymous_id: str | None,
+    timestamp: datetime,
+    notes: tuple[str, ...],
+    group_id: str | None = None,
+    name: str = "",
+    traits: dict[str, Any] | None = None,
+) -> Message:
+    """An action of ``message``: it carries only what its fields gave (never a previousId)."""
+    return replace(
+        message,
+        type=kind,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        group_id=group_id,
+        previous_id=None,
+        name=name,
+        timestamp=timestamp,
+        traits=traits,
+        notes=notes,
+    )
+
+
 def _subject(values: dict[str, Any], anonymous_id: str | None) -> tuple[str | None, str | None]:
     """Who an action is about. Accoil has no anonymous users: without a userId the action is
     held under the message's anonymousId until a link names its user (SPEC 4.1)."""
-    user_id = as_id(_given(values["userId"]), "userId")
+    user_id = _id(values, "userId")
     if user_id is None and anonymous_id is None:
         raise InvalidMessage("userId", "is missing, and there is no anonymousId to hold it under")
     return user_id, anonymous_id
@@ -378,37 +410,32 @@ def _identify(message: Message, values: dict[str, Any]) -> Message:
     user_id, anonymous_id = _subject(values, message.anonymous_id)
     timestamp, notes = _when(message, values)
     traits, unnormalised = _traits(message, values, _IDENTIFY_TRAITS, group=False)
-    return replace(
+    return _action(
         message,
-        type="identify",
+        "identify",
         user_id=user_id,
         anonymous_id=anonymous_id,
-        group_id=None,
-        previous_id=None,
-        name="",
         timestamp=timestamp,
-        traits=traits,
         notes=notes + unnormalised,
+        traits=traits,
     )
 
 
 def _group(message: Message, values: dict[str, Any]) -> Message:
-    group_id = as_id(_given(values["groupId"]), "groupId")
+    group_id = _id(values, "groupId")
     if group_id is None:
         raise InvalidMessage("groupId", "is missing")
     timestamp, notes = _when(message, values)
     traits, unnormalised = _traits(message, values, _GROUP_TRAITS, group=True)
-    return replace(
+    return _action(
         message,
-        type="group",
-        user_id=as_id(_given(values["userId"]), "userId"),
-        anonymous_id=as_id(_given(values["anonymousId"]), "anonymousId"),
-        group_id=group_id,
-        previous_id=None,
-        name="",
+        "group",
+        user_id=_id(values, "userId"),
+        anonymous_id=_id(values, "anonymousId"),
         timestamp=timestamp,
-        traits=traits,
         notes=notes + unnormalised,
+        group_id=group_id,
+        traits=traits,
     )
 
 
@@ -417,21 +444,18 @@ def _event(kind: str) -> Callable[[Message, dict[str, Any]], Message]:
 
     def build(message: Message, values: dict[str, Any]) -> Message:
         user_id, anonymous_id = _subject(values, message.anonymous_id)
-        name = as_id(_given(values[field_name]), field_name) or ""
+        name = _id(values, field_name) or ""
         if kind == "track" and not name:
             raise InvalidMessage("event", "is missing")
         timestamp, notes = _when(message, values)
-        return replace(
+        return _action(
             message,
-            type=kind,
+            kind,
             user_id=user_id,
             anonymous_id=anonymous_id,
-            group_id=None,
-            previous_id=None,
-            name=name,
             timestamp=timestamp,
-            traits=None,
             notes=notes,
+            name=name,
         )
 
     return build

@@ -23,7 +23,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,22 +150,25 @@ class _Parser:
         return TriggerError(self._text, token.position, problem, self._where)
 
     def _expression(self) -> Predicate:
-        terms = [self._term()]
-        while self._peek().keyword == "or":
-            self._next()
-            terms.append(self._term())
-        if len(terms) == 1:
-            return terms[0]
-        return lambda message: any(term(message) for term in terms)
+        return self._joined("or", self._term, any)
 
     def _term(self) -> Predicate:
-        factors = [self._factor()]
-        while self._peek().keyword == "and":
+        return self._joined("and", self._factor, all)
+
+    def _joined(
+        self,
+        keyword: str,
+        operand: Callable[[], Predicate],
+        combine: Callable[[Iterable[bool]], bool],
+    ) -> Predicate:
+        """Operands separated by ``keyword``, true when ``combine`` (any, all) says so."""
+        parts = [operand()]
+        while self._peek().keyword == keyword:
             self._next()
-            factors.append(self._factor())
-        if len(factors) == 1:
-            return factors[0]
-        return lambda message: all(factor(message) for factor in factors)
+            parts.append(operand())
+        if len(parts) == 1:
+            return parts[0]
+        return lambda message: combine(part(message) for part in parts)
 
     def _factor(self) -> Predicate:
         token = self._peek()
