@@ -424,11 +424,6 @@ class Buffer:
     # --- Internals -------------------------------------------------------------------------
 
     @property
-    def _keep_payloads(self) -> bool:
-        """Whole messages are written to the outbox only when they are kept for audit."""
-        return self.config.outbox_retention_hours > 0
-
-    @property
     def _margin(self) -> timedelta:
         return timedelta(seconds=self.config.future_timestamp_margin_seconds)
 
@@ -458,15 +453,7 @@ class Buffer:
 
         def write() -> outbox.AppendResult:
             with self._database.write(connection) as conn:
-                return outbox.append(
-                    self._database,
-                    conn,
-                    messages,
-                    mappings=self.config.mappings,
-                    keep_payloads=self._keep_payloads,
-                    rejected=rejected,
-                    today=today,
-                )
+                return self._store(conn, messages, rejected=rejected, today=today)
 
         result = self._guard(write)
         self._wrote = True
@@ -479,13 +466,27 @@ class Buffer:
     def _commit(self, messages: Sequence[Message]) -> None:
         """The group writer's transaction."""
         with self._database.write() as conn:
-            outbox.append(
-                self._database,
-                conn,
-                messages,
-                mappings=self.config.mappings,
-                keep_payloads=self._keep_payloads,
-            )
+            self._store(conn, messages)
+
+    def _store(
+        self,
+        conn: Connection,
+        messages: Sequence[Message],
+        *,
+        rejected: int = 0,
+        today: date | None = None,
+    ) -> outbox.AppendResult:
+        """Append to the outbox as this buffer's configuration says (its mappings, and
+        whole messages only when they are kept for audit)."""
+        return outbox.append(
+            self._database,
+            conn,
+            messages,
+            mappings=self.config.mappings,
+            keep_payloads=self.config.outbox_retention_hours > 0,
+            rejected=rejected,
+            today=today,
+        )
 
     def _waiting(self) -> int:
         def count() -> int:

@@ -97,11 +97,6 @@ class Config:
                 f"sqlite_synchronous must be one of {get_args(SqliteSynchronous)}, "
                 f"got {self.sqlite_synchronous!r}"
             )
-        if self.max_outbox_bytes and not self.database_url.startswith("sqlite"):
-            raise ConfigError(
-                "max_outbox_bytes bounds the size of a SQLite file; on PostgreSQL, whose "
-                "server manages its own disk, bound the outbox with max_outbox_rows"
-            )
         if not 0 < self.server.port < 65536:
             raise ConfigError(f"server.port must be between 1 and 65535, got {self.server.port}")
 
@@ -217,7 +212,7 @@ def _build(values: Mapping[str, Any]) -> Config:
         elif key in {"api_key", "endpoint"}:
             top[key] = _coerce(key, value, "") or None
         elif key == "mappings":
-            top[key] = Mappings.load(value)
+            top[key] = value  # a list of tables: Config.__post_init__ compiles it
         else:
             top[key] = _coerce(key, value, getattr(top_defaults, key))
     return dataclasses.replace(top_defaults, server=ServerConfig(**server), **top)

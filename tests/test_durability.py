@@ -20,6 +20,7 @@ from accoil_buffer import Buffer, BufferFull, Config, ConfigError, ServerConfig
 from accoil_buffer.messages import normalise
 from accoil_buffer.server import Sidecar
 from accoil_buffer.store import schema
+from accoil_buffer.store.engine import Database
 from accoil_buffer.writer import GroupWriter
 from tests import tables
 from tests.conftest import ROOT_DIR, Clock
@@ -185,7 +186,7 @@ def test_a_sqlite_file_at_its_byte_bound_refuses_calls_until_the_fold_frees_page
 
 def test_a_byte_bound_on_postgresql_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match="max_outbox_bytes bounds the size of a SQLite file"):
-        Config(database_url="postgresql://localhost/x", max_outbox_bytes=10**9)
+        Database.open(Config(database_url="postgresql://localhost/x", max_outbox_bytes=10**9))
 
 
 def test_a_call_at_the_bound_can_wait_for_room(database_url: str, clock: Clock) -> None:

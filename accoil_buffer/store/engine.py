@@ -104,9 +104,8 @@ class Database:
 
     def bytes_in_use(self) -> int:
         """The bytes the SQLite file's pages in use take (free pages, left by deleted rows, do
-        not count): what the buffer occupies on disk, WAL aside. SQLite only."""
-        if self.is_postgresql:
-            raise ConfigError("the bytes in use are measured on SQLite only")
+        not count): what the buffer occupies on disk, WAL aside. SQLite only: a byte bound is
+        refused on PostgreSQL when the engine is created."""
         with self.engine.connect() as conn:
             pragma = conn.exec_driver_sql
             pages = pragma("PRAGMA page_count").scalar_one()
@@ -149,6 +148,13 @@ def create_database_engine(config: Config) -> Engine:
         raise ConfigError(f"database_url is not a database URL: {exc}") from exc
     backend = url.get_backend_name()
     if backend in {"postgresql", "postgres"}:
+        if config.max_outbox_bytes:
+            # The space of deleted rows stays in PostgreSQL's files to be reused, so there is
+            # no cheap measure of the live bytes of a table.
+            raise ConfigError(
+                "max_outbox_bytes bounds the size of a SQLite file; on PostgreSQL, whose "
+                "server manages its own disk, bound the outbox with max_outbox_rows"
+            )
         if url.drivername in {"postgresql", "postgres"}:
             url = url.set(drivername="postgresql+psycopg")
         return create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
