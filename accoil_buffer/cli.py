@@ -266,14 +266,11 @@ def import_(config: Config, source: IO[bytes]) -> None:
             batch.clear()
             problems.clear()
 
-        for number, line, unreadable in _numbered_lines(source):
-            if unreadable is not None:
-                problems.append((number, unreadable))
+        for number, message, problem in _json_lines(source):
+            if problem is not None:
+                problems.append((number, problem))
             else:
-                try:
-                    batch.append((number, json.loads(line)))
-                except (json.JSONDecodeError, RecursionError) as exc:
-                    problems.append((number, f"invalid JSON: {exc}"))
+                batch.append((number, message))
             if len(batch) >= IMPORT_BATCH:
                 ingest()
         ingest()
@@ -319,8 +316,12 @@ def mappings_test(config: Config, source: IO[bytes], as_json: bool) -> None:
     now = datetime.now(UTC)
     margin = timedelta(seconds=config.future_timestamp_margin_seconds)
     invalid = False
-    for number, line, unreadable in _numbered_lines(source):
-        report = _explain(config, number, line, unreadable, now, margin)
+    for number, message, problem in _json_lines(source):
+        report = (
+            {"line": number, "error": problem}
+            if problem is not None
+            else _explain(config, number, message, now, margin)
+        )
         invalid = invalid or "error" in report
         click.echo(json.dumps(report, ensure_ascii=False) if as_json else _describe(report))
     if invalid:
@@ -328,20 +329,11 @@ def mappings_test(config: Config, source: IO[bytes], as_json: bool) -> None:
 
 
 def _explain(
-    config: Config,
-    number: int,
-    line: str,
-    unreadable: str | None,
-    now: datetime,
-    margin: timedelta,
+    config: Config, number: int, raw: object, now: datetime, margin: timedelta
 ) -> dict[str, Any]:
-    """What the mappings make of one line, as a JSON-ready document."""
+    """What the mappings make of the message on one line, as a JSON-ready document."""
     try:
-        if unreadable is not None:
-            raise InvalidMessage("line", unreadable)
-        message = normalise(json.loads(line), received_at=now, future_margin=margin)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return {"line": number, "error": f"invalid JSON: {exc}"}
+        message = normalise(raw, received_at=now, future_margin=margin)
     except InvalidMessage as exc:
         return {"line": number, "error": str(exc)}
     report: dict[str, Any] = {"line": number, "type": message.type, "messageId": message.message_id}
@@ -391,6 +383,19 @@ def _describe(report: dict[str, Any]) -> str:
     if not report["matches"] and "links" not in report:
         lines.append("  no mapping matches (counted as unmapped)")
     return "\n".join(lines)
+
+
+def _json_lines(source: IO[bytes]) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield (line number, decoded JSON, None), or (line number, None, problem), for each
+    non-blank line."""
+    for number, text, problem in _numbered_lines(source):
+        if problem is not None:
+            yield number, None, problem
+            continue
+        try:
+            yield number, json.loads(text), None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            yield number, None, f"invalid JSON: {exc}"
 
 
 def _numbered_lines(source: IO[bytes]) -> Iterator[tuple[int, str, str | None]]:
