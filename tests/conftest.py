@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from accoil_buffer import Buffer, Config
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import upgrade
+from tests.fake_accoil import FakeAccoil, running
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get(
@@ -114,6 +115,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of a test database with no tables at all, on SQLite and on PostgreSQL."""
     return _url(request, tmp_path, "empty_postgres_database")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAccoil]:
+    """A real HTTP fake of Accoil on a loopback port."""
+    with running() as served:
+        yield served
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import base64
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -28,12 +27,6 @@ from tests.conftest import Clock
 from tests.fake_accoil import FakeAccoil, Reply, running
 
 TODAY = date(2026, 11, 28)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAccoil]:
-    with running() as served:
-        yield served
 
 
 def open_buffer(database_url: str, fake: FakeAccoil, clock: Clock, **settings: Any) -> Buffer:

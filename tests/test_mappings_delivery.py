@@ -18,8 +18,8 @@ from accoil_buffer.mappings import ACTIONS, UNMAPPED, Mappings, Outcome, identit
 from accoil_buffer.messages import Message, normalise
 from tests import tables
 from tests.conftest import Clock, fresh_postgres
-from tests.fake_accoil import FakeAccoil, Reply, running
-from tests.test_delivery import occurrences
+from tests.fake_accoil import FakeAccoil, Reply
+from tests.test_delivery import occurrences, open_buffer
 from tests.test_model import messages as segment_messages
 
 MAPPINGS: list[dict[str, Any]] = [
@@ -48,23 +48,6 @@ MAPPINGS: list[dict[str, Any]] = [
 DAY = "2026-11-28"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeAccoil]:
-    with running() as served:
-        yield served
-
-
-def open_buffer(database_url: str, fake: FakeAccoil, clock: Clock) -> Buffer:
-    return Buffer(
-        database_url,
-        api_key="test-key",
-        endpoint=fake.url,
-        start=False,
-        clock=clock,
-        mappings=MAPPINGS,
-    )
-
-
 def record_calls(buf: Buffer) -> None:
     buf.identify("u1", {"work_email": "ada@work.example", "name": "Ada"})
     buf.group("u1", "g1", {"tier": "pro", "name": "Acme"})
@@ -85,7 +68,7 @@ def record_calls(buf: Buffer) -> None:
 def test_custom_mappings_are_delivered_as_configured(
     database_url: str, fake: FakeAccoil, clock: Clock
 ) -> None:
-    with open_buffer(database_url, fake, clock) as buf:
+    with open_buffer(database_url, fake, clock, mappings=MAPPINGS) as buf:
         record_calls(buf)
         report = buf.flush()
         assert report.ok
@@ -124,9 +107,7 @@ def test_post_to_accoil_waits_through_an_outage_and_dead_letters_a_refusal(
 ) -> None:
     forward = [{"name": "Forward", "action": "post", "trigger": 'type = "track"'}]
     fake.behaviour = lambda _m: Reply(503)
-    with Buffer(
-        database_url, api_key="k", endpoint=fake.url, start=False, clock=clock, mappings=forward
-    ) as buf:
+    with open_buffer(database_url, fake, clock, mappings=forward) as buf:
         buf.track("u1", "Good", message_id="m-good")
         buf.track("u1", "Bad", message_id="m-bad")
         assert not buf.flush().ok

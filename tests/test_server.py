@@ -24,7 +24,7 @@ from segment.analytics.client import Client as SegmentClient
 
 from accoil_buffer import Buffer
 from tests import tables
-from tests.fake_accoil import FakeAccoil, running
+from tests.fake_accoil import FakeAccoil
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,12 +73,6 @@ class Daemon:
         self.process.send_signal(signal.SIGTERM)
         _, stderr = self.process.communicate(timeout=30)
         return self.process.returncode, stderr.decode()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeAccoil]:
-    with running() as served:
-        yield served
 
 
 def deliver(database_url: str, fake: FakeAccoil) -> None:
