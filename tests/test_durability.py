@@ -100,6 +100,44 @@ def test_fork_in_the_middle_of_a_stream(database_url: str, clock: Clock) -> None
     assert tables.drops(database_url) == {}  # nothing was written twice
 
 
+def test_fork_while_a_thread_is_mid_transaction_on_sqlite(tmp_path: Path, clock: Clock) -> None:
+    # SQLite's record of the locks a process holds is copied by fork(): had the fork not
+    # waited for the transaction below, the child would wait on a lock that is never released.
+    url = f"sqlite:///{tmp_path / 'fork.db'}"
+    buf = Buffer(url, start=False, clock=clock, durability="sync", sqlite_busy_timeout_seconds=2)
+    in_transaction = threading.Event()
+
+    def hold_a_transaction() -> None:
+        with buf._database.write() as conn:
+            buf.track("parent", "E", message_id="p0", connection=conn)
+            in_transaction.set()
+            time.sleep(0.5)
+
+    holder = threading.Thread(target=hold_a_transaction)
+    holder.start()
+    in_transaction.wait()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            buf.track("child", "E", message_id="c0")
+            buf.close()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    buf.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    with Buffer(url, start=False, clock=clock) as after:
+        after.flush()
+    today = clock.now.date()
+    assert tables.counts(url) == {
+        (today, "parent", "track", "E"): 1,
+        (today, "child", "track", "E"): 1,
+    }
+
+
 @pytest.mark.slow
 def test_exit_with_the_database_gone_is_bounded(postgres_database: str) -> None:
     worker = subprocess.Popen(

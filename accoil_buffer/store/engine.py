@@ -1,7 +1,8 @@
 """Opening a database, and every difference between SQLite and PostgreSQL, decided once here.
 
 SQLite: WAL, ``BEGIN IMMEDIATE`` for every transaction (so writers queue on the busy timeout
-instead of failing with "database is locked" mid-transaction), the file created 0600.
+instead of failing with "database is locked" mid-transaction), the file created 0600, and
+``fork()`` held until no connection is in use.
 PostgreSQL (psycopg 3): folds run in REPEATABLE READ under a session advisory lock, so a fold
 sees one snapshot of the outbox and deletes exactly the rows it counted.
 """
@@ -9,14 +10,26 @@ sees one snapshot of the outbox and deletes exactly the rows it counted.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, Select, Table, create_engine, event, func, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    Table,
+    create_engine,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql as dialect_postgresql
 from sqlalchemy.dialects import sqlite as dialect_sqlite
 from sqlalchemy.engine import make_url
@@ -34,6 +47,7 @@ Insert = dialect_sqlite.Insert | dialect_postgresql.Insert
 FOLD_LOCK = 0x6163636F696C_01
 MIGRATE_LOCK = 0x6163636F696C_02
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+log = logging.getLogger(__name__)
 
 
 def _json_dumps(value: Any) -> str:
@@ -194,7 +208,73 @@ def create_database_engine(config: Config) -> Engine:
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+    gate = _ForkGate()
+    event.listen(engine, "checkout", lambda *_: gate.enter())
+    event.listen(engine, "checkin", lambda *_: gate.leave())
+    ref = weakref.ref(gate)
+    os.register_at_fork(
+        before=lambda: _if_alive(ref, _ForkGate.before_fork),
+        after_in_parent=lambda: _if_alive(ref, _ForkGate.after_fork_in_parent),
+        after_in_child=lambda: _if_alive(ref, _ForkGate.after_fork_in_child),
+    )
     return engine
+
+
+class _ForkGate:
+    """Holds fork() until no connection to this SQLite database is in use.
+
+    SQLite keeps its record of which locks the process holds on a database file in process
+    memory. A fork while a thread holds one (a writer mid-commit) copies that record into the
+    child, whose own new connections then wait on a lock no one there will release. So a fork
+    waits, up to ``_FORK_WAIT`` seconds, for connections in use to be returned, and none is
+    handed out until the fork is done.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._condition = threading.Condition()
+        self._in_use = 0
+        self._forking = False
+
+    def enter(self) -> None:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._forking)
+            self._in_use += 1
+
+    def leave(self) -> None:
+        with self._condition:
+            self._in_use -= 1
+            self._condition.notify_all()
+
+    def before_fork(self) -> None:
+        with self._condition:
+            self._forking = True
+            if not self._condition.wait_for(lambda: self._in_use <= 0, _FORK_WAIT):
+                log.warning(
+                    "fork() went ahead with %d SQLite connections in use after %.0f s; the "
+                    "child may wait on a lock held in the parent",
+                    self._in_use,
+                    _FORK_WAIT,
+                )
+
+    def after_fork_in_parent(self) -> None:
+        with self._condition:
+            self._forking = False
+            self._condition.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        self._reset()  # the parent's threads, and their connections, are not here
+
+
+_FORK_WAIT = 5.0
+
+
+def _if_alive(ref: weakref.ref[_ForkGate], action: Callable[[_ForkGate], None]) -> None:
+    gate = ref()
+    if gate is not None:
+        action(gate)
 
 
 def _create_private_file(path: Path) -> None:
