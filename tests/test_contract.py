@@ -330,6 +330,47 @@ def test_folding_in_small_chunks_gives_the_same_result(database_url: str, clock:
     }
 
 
+@pytest.mark.parametrize("retention_hours", [0, 24])
+def test_chunks_pass_over_gaps_in_ids_and_rows_kept_for_audit(
+    database_url: str, clock: Clock, retention_hours: int
+) -> None:
+    # Chunks are id ranges. Rolled-back inserts leave gaps in PostgreSQL's ids wider than a
+    # chunk, and rows kept for audit stay below the unfolded ones.
+    engine = create_engine(database_url)
+
+    def rolled_back(buf: Buffer) -> None:
+        with engine.begin() as conn:
+            for _ in range(4):
+                buf.track("u1", "Rolled Back", connection=conn)
+            raise RuntimeError("the app's transaction rolls back")
+
+    with Buffer(
+        database_url,
+        start=False,
+        clock=clock,
+        durability="sync",
+        fold_batch_size=3,
+        outbox_retention_hours=retention_hours,
+    ) as buf:
+        for _ in range(4):
+            buf.track("u1", "Before")
+        assert buf.flush().folded == 4
+        buf.track("u1", "Middle")
+        for _ in range(3):
+            with pytest.raises(RuntimeError):
+                rolled_back(buf)
+        buf.track("u1", "After")
+        assert buf.flush().folded == 2
+        assert buf.flush().folded == 0
+    engine.dispose()
+    assert tables.counts(database_url) == {
+        (TODAY, "u1", "track", "Before"): 4,
+        (TODAY, "u1", "track", "Middle"): 1,
+        (TODAY, "u1", "track", "After"): 1,
+    }
+    assert tables.outbox_size(database_url) == (6 if retention_hours else 0)
+
+
 def test_a_database_that_cannot_be_reached_is_a_storage_error(tmp_path: object) -> None:
     with pytest.raises(StorageError) as info:
         Buffer("postgresql://postgres@127.0.0.1:1/nowhere", start=False)

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -66,37 +67,47 @@ class FoldReport:
 
 
 def fold(database: Database, settings: FoldSettings, now: datetime) -> FoldReport:
-    """Fold every outbox row present when the call starts, then prune what has expired."""
-    with database.engine.connect() as conn:
-        low, ceiling = conn.execute(
-            select(func.min(o.c.id), func.max(o.c.id)).where(o.c.folded_at.is_(None))
-        ).one()
-    if ceiling is not None and ceiling - low >= _ANALYZE_FROM:
-        database.refresh_statistics(o)
+    """Fold every outbox row present when the call starts, then prune what has expired.
+
+    Chunks are ranges of ``batch_size`` ids, read along the primary key: ids are dense, so a
+    chunk holds about that many rows, and finding where one ends costs no query.
+    """
+    low, ceiling = _unfolded_id(database, first=True), _unfolded_id(database, first=False)
+    if low is not None and ceiling is not None and ceiling - low >= _ANALYZE_FROM:
+        grouped = (o.c.id, o.c.type, o.c.user_id, o.c.anonymous_id, o.c.group_id, o.c.name, o.c.day)
+        database.refresh_statistics(o, grouped)
     folded = 0
-    while ceiling is not None:
-        n = database.run_fold(lambda conn: _fold_chunk(database, conn, settings, now, ceiling))
+    while low is not None and ceiling is not None and low <= ceiling:
+        hi = min(ceiling, low + settings.batch_size - 1)
+        n = database.run_fold(
+            partial(_fold_chunk, database, settings=settings, now=now, low=low, hi=hi)
+        )
         folded += n
-        if n < settings.batch_size:
-            break
+        low = hi + 1
+        if not n:  # a gap in the ids (rolled back inserts): skip to the next unfolded row
+            low = _unfolded_id(database, first=True, at_least=low)
     events, profiles = database.run_fold(lambda conn: _prune(database, conn, settings, now))
     return FoldReport(folded, events, profiles)
 
 
+def _unfolded_id(database: Database, *, first: bool, at_least: int = 0) -> int | None:
+    """The lowest (or highest) id of an unfolded row: a walk along the primary key that stops
+    at the first one."""
+    order = o.c.id if first else o.c.id.desc()
+    query = select(o.c.id).where(o.c.folded_at.is_(None), o.c.id >= at_least)
+    with database.engine.connect() as conn:
+        return conn.scalar(query.order_by(order).limit(1))
+
+
 def _fold_chunk(
-    database: Database, conn: Connection, settings: FoldSettings, now: datetime, ceiling: int
+    database: Database, conn: Connection, settings: FoldSettings, now: datetime, low: int, hi: int
 ) -> int:
-    chunk_ids = (
-        select(o.c.id)
-        .where(o.c.folded_at.is_(None), o.c.id <= ceiling)
-        .order_by(o.c.id)
-        .limit(settings.batch_size)
-        .subquery()
-    )
-    hi = conn.scalar(select(func.max(chunk_ids.c.id)))
-    if hi is None:
-        return 0
-    chunk = and_(o.c.folded_at.is_(None), o.c.id <= hi)
+    """Fold the unfolded rows with ids from ``low`` to ``hi``; returns how many.
+
+    On PostgreSQL a transaction may commit a row below ``low`` after the fold began: the next
+    fold, which starts from the lowest unfolded id, takes it.
+    """
+    chunk = and_(o.c.folded_at.is_(None), o.c.id.between(low, hi))
     # Which types the chunk holds (and how many carry no userId), so that statements with
     # nothing to do are skipped: a chunk of track events needs only the counts.
     present: dict[str, int] = dict(
@@ -106,6 +117,8 @@ def _fold_chunk(
             .group_by(o.c.type)
         ).all()
     )
+    if not present:
+        return 0
     linked = 0
     if "identify" in present or "alias" in present:
         linked = _link_identities(database, conn, chunk, now)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -92,7 +93,14 @@ outbox = Table(
         "else JSON null",
     ),
     Column("folded_at", UTCDateTime, comment="set when folded and kept for audit retention"),
-    Index(None, "folded_at", "id"),
+    # Only rows kept for audit are indexed, for their pruning: unfolded rows are found by id
+    # range, so an insert or a fold's delete maintains no second index.
+    Index(
+        None,
+        "folded_at",
+        sqlite_where=text("folded_at IS NOT NULL"),
+        postgresql_where=text("folded_at IS NOT NULL"),
+    ),
     comment="Accepted messages not yet folded into users, accounts and counts.",
     # Ids must never be reused once folded rows are deleted: the fold orders messages by id
     # across chunks (a message after an identity link speaks for the user).
