@@ -56,7 +56,10 @@ log = logging.getLogger(__name__)
 
 
 def _json_dumps(value: Any) -> str:
-    # Readable Unicode in the tables people inspect with sqlite3/psql.
+    # Readable Unicode in the tables people inspect with sqlite3/psql. Most outbox rows store
+    # JSON null twice (no traits, no kept payload): no need to run the encoder for that.
+    if value is None:
+        return "null"
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 

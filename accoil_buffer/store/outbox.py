@@ -104,17 +104,17 @@ class _DirectInsert:
     about a third of the writer's time was SQLAlchemy's per-row processing."""
 
     def __init__(self, database: Database, table: Table, names: Sequence[str], suffix: str = ""):
-        columns = [table.c[name] for name in names]
-        self._converters = [database.to_driver(column) for column in columns]
+        converters = [database.to_driver(table.c[name]) for name in names]
+        self._converters = [(i, c) for i, c in enumerate(converters) if c is not None]
         self._head = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES "
         self._row = f"({', '.join([database.placeholder] * len(names))})"
         self._suffix = suffix
 
     def _values(self, row: Sequence[object]) -> tuple[object, ...]:
-        return tuple(
-            value if convert is None else convert(value)
-            for convert, value in zip(self._converters, row, strict=True)
-        )
+        values = list(row)
+        for i, convert in self._converters:
+            values[i] = convert(values[i])
+        return tuple(values)
 
     def run(self, conn: Connection, rows: Sequence[Sequence[object]]) -> list[Any]:
         """Insert ``rows`` 1,000 at a time (a 10,000-message batch bound at once held about
