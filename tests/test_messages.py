@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -147,8 +148,15 @@ def test_numeric_ids_become_strings_like_segment() -> None:
 
 def test_message_id_is_kept_or_generated() -> None:
     assert accept(type="track", userId="u", event="E", messageId="abc").message_id == "abc"
-    generated = accept(type="track", userId="u", event="E").message_id
-    assert uuid.UUID(generated).version == 4
+    before = time.time_ns() // 1_000_000
+    generated = [accept(type="track", userId="u", event="E").message_id for _ in range(50)]
+    after = time.time_ns() // 1_000_000
+    parsed = [uuid.UUID(g) for g in generated]
+    assert [str(p) for p in parsed] == generated  # canonical form
+    assert {(p.version, p.variant) for p in parsed} == {(7, uuid.RFC_4122)}
+    # Time-ordered (version 7): the first 48 bits are the Unix time in milliseconds.
+    assert all(before <= p.int >> 80 <= after for p in parsed)
+    assert len(set(generated)) == 50
 
 
 def test_type_is_case_insensitive_and_stored_lowercase() -> None:
