@@ -128,7 +128,7 @@ class _DirectInsert:
                 continue
             sql = self._head + ", ".join([self._row] * len(part)) + self._suffix
             flat = tuple(value for row in part for value in row)
-            returned.extend(conn.exec_driver_sql(sql, flat).scalars())
+            returned.extend(conn.exec_driver_sql(sql, flat).scalars().all())
         return returned
 
 
