@@ -99,7 +99,7 @@ class Database:
 
     def insert(self, table: Table) -> Insert:
         """An INSERT with ``on_conflict_do_update``/``do_nothing`` for this dialect."""
-        return dialect_insert(table, postgresql=self.is_postgresql)
+        return (dialect_postgresql.insert if self.is_postgresql else dialect_sqlite.insert)(table)
 
     def skip_locked(self, query: Select[T_row]) -> Select[T_row]:
         """Let concurrent claimers pass over each other's rows: ``FOR UPDATE SKIP LOCKED`` on
@@ -181,11 +181,6 @@ def _sqlite_datetime(moment: datetime) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment.isoformat(" ", "microseconds")
-
-
-def dialect_insert(table: Table, *, postgresql: bool) -> Insert:
-    """The dialect's INSERT construct (both spell upserts the same way)."""
-    return (dialect_postgresql.insert if postgresql else dialect_sqlite.insert)(table)
 
 
 def _is_retryable(exc: BaseException) -> bool:

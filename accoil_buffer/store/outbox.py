@@ -155,22 +155,19 @@ _INSERTS: dict[bool, tuple[_DirectInsert, _DirectInsert, _DirectInsert]] = {}
 def _inserts(database: Database) -> tuple[_DirectInsert, _DirectInsert, _DirectInsert]:
     """The ledger's claim (``ON CONFLICT DO NOTHING RETURNING``, spelled alike by both
     databases), the outbox's and the posts' inserts, built once per kind of database."""
-    if database.is_postgresql not in _INSERTS:
-        _INSERTS[database.is_postgresql] = _build_inserts(database)
-    return _INSERTS[database.is_postgresql]
-
-
-def _build_inserts(database: Database) -> tuple[_DirectInsert, _DirectInsert, _DirectInsert]:
-    return (
-        _DirectInsert(
-            database,
-            schema.message_ids,
-            ("message_id", "received_at"),
-            " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-        ),
-        _DirectInsert(database, schema.outbox, _OUTBOX_COLUMNS),
-        _DirectInsert(database, schema.posts, ("message_id", "type", "payload", "received_at")),
-    )
+    kind = database.is_postgresql
+    if kind not in _INSERTS:
+        _INSERTS[kind] = (
+            _DirectInsert(
+                database,
+                schema.message_ids,
+                ("message_id", "received_at"),
+                " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+            ),
+            _DirectInsert(database, schema.outbox, _OUTBOX_COLUMNS),
+            _DirectInsert(database, schema.posts, ("message_id", "type", "payload", "received_at")),
+        )
+    return _INSERTS[kind]
 
 
 def _claim_message_ids(
