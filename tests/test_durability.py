@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -75,21 +76,18 @@ def test_fork_in_the_middle_of_a_stream(database_url: str, clock: Clock) -> None
     buf = Buffer(database_url, start=False, clock=clock, durability="group")
     for i in range(100):
         buf.track("parent", "E", message_id=f"p{i}")
-    pid = os.fork()
-    if pid == 0:  # the child: record its own, then leave without running pytest's teardown
-        code = 0
-        try:
-            for i in range(100):
-                buf.track("child", "E", message_id=f"c{i}")
-            buf.close()
-        except BaseException:
-            code = 1
-        os._exit(code)
+
+    def child() -> None:
+        for i in range(100):
+            buf.track("child", "E", message_id=f"c{i}")
+        buf.close()
+
+    pid = _fork(child)
     for i in range(100, 200):
         buf.track("parent", "E", message_id=f"p{i}")
-    _, status = os.waitpid(pid, 0)
+    code = _exit_code(pid)
     buf.close()
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert code == 0
     with Buffer(database_url, start=False, clock=clock) as after:
         after.flush()
     today = clock.now.date()
@@ -116,19 +114,16 @@ def test_fork_while_a_thread_is_mid_transaction_on_sqlite(tmp_path: Path, clock:
     holder = threading.Thread(target=hold_a_transaction)
     holder.start()
     in_transaction.wait()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            buf.track("child", "E", message_id="c0")
-            buf.close()
-        except BaseException:
-            code = 1
-        os._exit(code)
+
+    def child() -> None:
+        buf.track("child", "E", message_id="c0")
+        buf.close()
+
+    pid = _fork(child)
     holder.join()
-    _, status = os.waitpid(pid, 0)
+    code = _exit_code(pid)
     buf.close()
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert code == 0
     with Buffer(url, start=False, clock=clock) as after:
         after.flush()
     today = clock.now.date()
@@ -136,6 +131,25 @@ def test_fork_while_a_thread_is_mid_transaction_on_sqlite(tmp_path: Path, clock:
         (today, "parent", "track", "E"): 1,
         (today, "child", "track", "E"): 1,
     }
+
+
+def _fork(child: Callable[[], None]) -> int:
+    """Fork; the child runs ``child`` and leaves at once, without pytest's teardown, with exit
+    code 0, or 1 if it raised. Returns the child's pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            child()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def _exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 @pytest.mark.slow
