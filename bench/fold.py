@@ -105,6 +105,8 @@ def main() -> None:
         "--repeat", type=int, default=3, help="runs of each; the best counts (disks are noisy)"
     )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     n = args.events
     sqlite_base, sqlite_ours, postgres_base, postgres_ours = [], [], [], []
     for _ in range(args.repeat):
