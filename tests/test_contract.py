@@ -373,6 +373,26 @@ def test_chunks_pass_over_gaps_in_ids_and_rows_kept_for_audit(
     assert tables.outbox_size(database_url) == (6 if retention_hours else 0)
 
 
+def test_a_large_fold_on_postgresql_first_samples_what_its_chunks_filter_on(
+    postgres_database: str, clock: Clock
+) -> None:
+    # Without statistics on folded_at the planner takes "folded_at IS NULL" to match 0.5% of
+    # a chunk and sorts it on disk instead of hashing it.
+    with Buffer(postgres_database, start=False, clock=clock) as buf:
+        buf.ingest_many({"type": "track", "userId": f"u{i}", "event": "E"} for i in range(12_000))
+        assert buf.flush().folded == 12_000
+    engine = create_engine(postgres_database)
+    with engine.connect() as conn:
+        sampled: dict[str, float] = dict(
+            conn.execute(
+                text("SELECT attname, null_frac FROM pg_stats WHERE tablename = 'accoil_outbox'")
+            ).all()
+        )
+    engine.dispose()
+    assert {"id", "type", "user_id", "name", "day"} <= set(sampled)
+    assert sampled["folded_at"] == 1.0
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -160,11 +160,13 @@ class Database:
     def refresh_statistics(self, table: Table, columns: Iterable[Column[Any]]) -> None:
         """Let PostgreSQL's planner see a table that filled up since autovacuum last looked:
         with stale statistics it sorts a fold chunk on disk instead of hashing it, about 2x
-        slower. Only ``columns``, those the queries filter and group on, are sampled (about
-        half the time of the whole table). SQLite's planner needs none for these queries."""
+        slower. Only ``columns``, those the queries filter and group on, are sampled, and
+        only 3,000 rows of them (a tenth of the default): enough to choose between hashing
+        and sorting, in a sixth of the time. SQLite's planner needs none for these queries."""
         if self.is_postgresql:
             with self.engine.begin() as conn:
                 names = ", ".join(column.name for column in columns)
+                conn.exec_driver_sql("SET LOCAL default_statistics_target = 10")
                 conn.exec_driver_sql(f"ANALYZE {table.name} ({names})")
 
     def lock_for_migration(self, conn: Connection) -> None:

@@ -42,6 +42,9 @@ ANONYMOUS_TTL_EVENTS = "anonymous_ttl_events"
 ANONYMOUS_TTL_PROFILES = "anonymous_ttl_profiles"
 _KEYS_PER_QUERY = 5000
 _ANALYZE_FROM = 10_000  # outbox rows waiting, about: below this a stale plan costs little
+# What a chunk's statements filter and group on. folded_at too: without its statistics the
+# planner takes "folded_at IS NULL" to match 0.5% of a chunk and sorts it instead of hashing.
+_PLANNED_ON = ("id", "folded_at", "type", "user_id", "anonymous_id", "group_id", "name", "day")
 
 o = schema.outbox
 links = schema.identity_links
@@ -74,8 +77,7 @@ def fold(database: Database, settings: FoldSettings, now: datetime) -> FoldRepor
     """
     low, ceiling = _unfolded_id(database, first=True), _unfolded_id(database, first=False)
     if low is not None and ceiling is not None and ceiling - low >= _ANALYZE_FROM:
-        grouped = (o.c.id, o.c.type, o.c.user_id, o.c.anonymous_id, o.c.group_id, o.c.name, o.c.day)
-        database.refresh_statistics(o, grouped)
+        database.refresh_statistics(o, [o.c[name] for name in _PLANNED_ON])
     folded = 0
     while low is not None and ceiling is not None and low <= ceiling:
         hi = min(ceiling, low + settings.batch_size - 1)
