@@ -14,7 +14,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Table,
     bindparam,
@@ -72,17 +71,6 @@ class Outcomes:
         )
 
 
-def _pending(table: Table) -> ColumnElement[bool]:
-    c = table.c
-    if table is schema.memberships:
-        return c.delivered_at.is_(None)
-    if table is schema.daily_counts:
-        return c.count > c.delivered_count
-    if table is schema.posts:
-        return true()  # a post is deleted once Accoil has it
-    return c.traits_version > c.delivered_version
-
-
 def claim(
     database: Database,
     conn: Connection,
@@ -99,7 +87,10 @@ def claim(
     )
     order = table.c.day if table is schema.daily_counts else table.c[keys[0].name]
     candidates = database.skip_locked(
-        select(*keys).where(_pending(table), free).order_by(order).limit(limit)
+        select(*keys)
+        .where(schema.PENDING.get(table.name, true()), free)
+        .order_by(order)
+        .limit(limit)
     )
     chosen = keys[0].in_(candidates) if len(keys) == 1 else tuple_(*keys).in_(candidates)
     wanted = [c for c in table.c if c.name not in {"claimed_by", "claimed_until"}]

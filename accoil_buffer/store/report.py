@@ -23,20 +23,16 @@ def status(conn: Connection, now: datetime) -> dict[str, Any]:
             func.count(),
             func.coalesce(func.sum(dc.c.count - dc.c.delivered_count), 0),
             func.min(dc.c.pending_since),
-        ).where(dc.c.count > dc.c.delivered_count)
+        ).where(schema.PENDING[dc.name])
     ).one()
     pending_users, oldest_user = conn.execute(
-        select(func.count(), func.min(u.c.pending_since)).where(
-            u.c.traits_version > u.c.delivered_version
-        )
+        select(func.count(), func.min(u.c.pending_since)).where(schema.PENDING[u.name])
     ).one()
     pending_accounts, oldest_account = conn.execute(
-        select(func.count(), func.min(a.c.pending_since)).where(
-            a.c.traits_version > a.c.delivered_version
-        )
+        select(func.count(), func.min(a.c.pending_since)).where(schema.PENDING[a.name])
     ).one()
     pending_memberships, oldest_membership = conn.execute(
-        select(func.count(), func.min(m.c.created_at)).where(m.c.delivered_at.is_(None))
+        select(func.count(), func.min(m.c.created_at)).where(schema.PENDING[m.name])
     ).one()
     pending_posts, oldest_post = conn.execute(
         select(func.count(), func.min(schema.posts.c.received_at))

@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    ColumnElement,
     Date,
     DateTime,
     Dialect,
@@ -185,6 +186,30 @@ daily_counts = Table(
     CheckConstraint(EVENT_KIND_CHECK, name="kind"),
     comment="Accoil's model: occurrences per (UTC day, user, kind, name).",
 )
+
+
+def _pending(table: Table, order: str, waiting: ColumnElement[bool]) -> ColumnElement[bool]:
+    """``waiting``, the condition of a row Accoil does not have yet, indexed over those rows
+    only, in the order claims take them: a claim or a status reads what is pending, not the
+    history of what was delivered (with a million delivered daily counts, a claim of 500 rows
+    took about 0.5 s without it)."""
+    Index(
+        f"ix_{table.name}_pending", table.c[order], sqlite_where=waiting, postgresql_where=waiting
+    )
+    return waiting
+
+
+# The rows waiting for delivery, by table (posts are deleted once delivered: all wait).
+PENDING = {
+    users.name: _pending(users, "user_id", users.c.traits_version > users.c.delivered_version),
+    accounts.name: _pending(
+        accounts, "group_id", accounts.c.traits_version > accounts.c.delivered_version
+    ),
+    memberships.name: _pending(memberships, "group_id", memberships.c.delivered_at.is_(None)),
+    daily_counts.name: _pending(
+        daily_counts, "day", daily_counts.c.count > daily_counts.c.delivered_count
+    ),
+}
 
 anonymous_counts = Table(
     "accoil_anonymous_counts",
