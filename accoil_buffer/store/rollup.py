@@ -27,8 +27,8 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    or_,
     select,
-    true,
     union,
     update,
 )
@@ -124,10 +124,13 @@ def _fold_chunk(
     linked = 0
     if "identify" in present or "alias" in present:
         linked = _link_identities(database, conn, chunk, now)
+    # No anonymous row has a link at the end of a fold: only links made from this chunk's
+    # rows move data, and they are found by the rows' ids, not by reading every link.
+    new_links = links.c.outbox_id.between(low, hi)
     if linked or "identify" in present or "group" in present:
-        _fold_traits(database, conn, chunk, now)
-    if linked:  # no anonymous row has a link at the end of a fold: only new links move data
-        _move_linked_anonymous_data(database, conn, now)
+        _fold_traits(database, conn, chunk, new_links, now)
+    if linked:
+        _move_linked_anonymous_data(database, conn, new_links, now)
     if "group" in present:
         _fold_memberships(database, conn, chunk, now)
     events = [kind for kind in EVENT_KINDS if kind in present]
@@ -172,7 +175,9 @@ def _link_identities(
     return conn.execute(stmt.on_conflict_do_nothing(index_elements=[links.c.anonymous_id])).rowcount
 
 
-def _move_linked_anonymous_data(database: Database, conn: Connection, now: datetime) -> None:
+def _move_linked_anonymous_data(
+    database: Database, conn: Connection, new_links: ColumnElement[bool], now: datetime
+) -> None:
     """Move what anonymous ids that now have a link hold to their user (SPEC 4.1)."""
     ac = schema.anonymous_counts
     _add_counts(
@@ -188,7 +193,7 @@ def _move_linked_anonymous_data(database: Database, conn: Connection, now: datet
             _now(now),
         )
         .select_from(ac.join(links, links.c.anonymous_id == ac.c.anonymous_id))
-        .where(true())
+        .where(new_links)
         .group_by(ac.c.day, links.c.user_id, ac.c.kind, ac.c.name),
     )
 
@@ -203,19 +208,22 @@ def _move_linked_anonymous_data(database: Database, conn: Connection, now: datet
             _now(now),
         )
         .select_from(am.join(links, links.c.anonymous_id == am.c.anonymous_id))
-        .where(true())
+        .where(new_links)
         .group_by(am.c.group_id, links.c.user_id),
     )
 
     at = schema.anonymous_traits
+    linked = select(links.c.anonymous_id).where(new_links)
     for table in (ac, am, at):
-        conn.execute(
-            delete(table).where(exists().where(links.c.anonymous_id == table.c.anonymous_id))
-        )
+        conn.execute(delete(table).where(table.c.anonymous_id.in_(linked)))
 
 
 def _fold_traits(
-    database: Database, conn: Connection, chunk: ColumnElement[bool], now: datetime
+    database: Database,
+    conn: Connection,
+    chunk: ColumnElement[bool],
+    new_links: ColumnElement[bool],
+    now: datetime,
 ) -> None:
     """Merge identify/group traits, chunk boundaries notwithstanding.
 
@@ -231,7 +239,9 @@ def _fold_traits(
     newly_linked = conn.execute(
         select(
             at.c.anonymous_id, links.c.user_id, links.c.outbox_id, at.c.traits, at.c.last_timestamp
-        ).select_from(at.join(links, links.c.anonymous_id == at.c.anonymous_id))
+        )
+        .select_from(at.join(links, links.c.anonymous_id == at.c.anonymous_id))
+        .where(new_links)
     )
     for anonymous_id, user_id, link_id, traits, timestamp in newly_linked:
         pools[anonymous_id] = _Pool(user_id=user_id, link_id=link_id)
@@ -517,12 +527,21 @@ def _prune(
     """Expire anonymous ids idle past the TTL, old messageIds, and outbox rows kept for audit."""
     ac, at, am = schema.anonymous_counts, schema.anonymous_traits, schema.anonymous_memberships
     cutoff = now - settings.anonymous_ttl
-    active = union(
-        *(select(t.c.anonymous_id).where(t.c.last_seen_at >= cutoff) for t in (ac, at, am))
+    # Ids with a row idle past the TTL (read from the last_seen_at indexes), less those with
+    # a row seen since (probed by id): what has aged out is read, not all anonymous data.
+    aged = union(
+        *(select(t.c.anonymous_id).where(t.c.last_seen_at < cutoff) for t in (ac, at, am))
     ).subquery()
+    seen_since = or_(
+        *(
+            exists().where(t.c.anonymous_id == aged.c.anonymous_id, t.c.last_seen_at >= cutoff)
+            for t in (ac, at, am)
+        )
+    )
+    idle = select(aged.c.anonymous_id).where(~seen_since)
 
     def stale(table: Table) -> ColumnElement[bool]:
-        return table.c.anonymous_id.not_in(select(active.c.anonymous_id))
+        return table.c.anonymous_id.in_(idle)
 
     events = int(conn.scalar(select(func.coalesce(func.sum(ac.c.count), 0)).where(stale(ac))) or 0)
     conn.execute(delete(ac).where(stale(ac)))

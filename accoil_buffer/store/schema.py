@@ -219,8 +219,10 @@ anonymous_counts = Table(
     Column("kind", String(16), primary_key=True),
     Column("name", ID, primary_key=True),
     Column("count", BigInteger, nullable=False),
-    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False, index=True),
     CheckConstraint(EVENT_KIND_CHECK, name="kind"),
+    # The key leads with the day; moving or pruning an anonymous id finds its rows here.
+    Index(None, "anonymous_id"),
     comment="Counts of anonymous ids not yet linked to a user; moved on identify/alias.",
 )
 
@@ -230,7 +232,7 @@ anonymous_traits = Table(
     Column("anonymous_id", ID, primary_key=True),
     Column("traits", Traits, nullable=False),
     Column("last_timestamp", UTCDateTime, nullable=False),
-    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False, index=True),
     comment="Traits from identify calls that carried only an anonymousId.",
 )
 
@@ -240,7 +242,7 @@ anonymous_memberships = Table(
     Column("anonymous_id", ID, primary_key=True),
     Column("group_id", ID, primary_key=True),
     Column("last_timestamp", UTCDateTime, nullable=False),
-    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False, index=True),
     comment="Group calls that carried only an anonymousId.",
 )
 
@@ -250,7 +252,13 @@ identity_links = Table(
     Column("anonymous_id", ID, primary_key=True),
     Column("user_id", ID, nullable=False, index=True),
     Column("linked_at", UTCDateTime, nullable=False),
-    Column("outbox_id", BigInteger, nullable=False, comment="the outbox row that made the link"),
+    Column(
+        "outbox_id",
+        BigInteger,
+        nullable=False,
+        index=True,
+        comment="the outbox row that made the link",
+    ),
     comment="anonymousId/previousId -> userId; the first link of an id wins.",
 )
 
