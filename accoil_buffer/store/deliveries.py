@@ -85,12 +85,9 @@ def claim(
     free = or_(
         table.c.claimed_until.is_(None), table.c.claimed_until < now, table.c.claimed_by == holder
     )
-    order = table.c.day if table is schema.daily_counts else table.c[keys[0].name]
+    waiting = schema.PENDING.get(table.name) or schema.Waiting(true(), keys[0])  # posts: all
     candidates = database.skip_locked(
-        select(*keys)
-        .where(schema.PENDING.get(table.name, true()), free)
-        .order_by(order)
-        .limit(limit)
+        select(*keys).where(waiting.condition, free).order_by(waiting.order).limit(limit)
     )
     chosen = keys[0].in_(candidates) if len(keys) == 1 else tuple_(*keys).in_(candidates)
     wanted = [c for c in table.c if c.name not in {"claimed_by", "claimed_until"}]

@@ -23,16 +23,16 @@ def status(conn: Connection, now: datetime) -> dict[str, Any]:
             func.count(),
             func.coalesce(func.sum(dc.c.count - dc.c.delivered_count), 0),
             func.min(dc.c.pending_since),
-        ).where(schema.PENDING[dc.name])
+        ).where(schema.PENDING[dc.name].condition)
     ).one()
     pending_users, oldest_user = conn.execute(
-        select(func.count(), func.min(u.c.pending_since)).where(schema.PENDING[u.name])
+        select(func.count(), func.min(u.c.pending_since)).where(schema.PENDING[u.name].condition)
     ).one()
     pending_accounts, oldest_account = conn.execute(
-        select(func.count(), func.min(a.c.pending_since)).where(schema.PENDING[a.name])
+        select(func.count(), func.min(a.c.pending_since)).where(schema.PENDING[a.name].condition)
     ).one()
     pending_memberships, oldest_membership = conn.execute(
-        select(func.count(), func.min(m.c.created_at)).where(schema.PENDING[m.name])
+        select(func.count(), func.min(m.c.created_at)).where(schema.PENDING[m.name].condition)
     ).one()
     pending_posts, oldest_post = conn.execute(
         select(func.count(), func.min(schema.posts.c.received_at))

@@ -6,7 +6,7 @@ Column comments here are the reference for the README's table guide.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     JSON,
@@ -188,13 +188,23 @@ daily_counts = Table(
 )
 
 
-def _pending(table: Table, order: str, waiting: ColumnElement[bool]) -> ColumnElement[bool]:
-    """``waiting``, the condition of a row Accoil does not have yet, indexed over those rows
-    only, in the order claims take them: a claim or a status reads what is pending, not the
-    history of what was delivered (with a million delivered daily counts, a claim of 500 rows
-    took about 0.5 s without it)."""
+class Waiting(NamedTuple):
+    """The condition of a row Accoil does not have yet, and the order claims take them in."""
+
+    condition: ColumnElement[bool]
+    order: Column[Any]
+
+
+def _pending(table: Table, order: str, condition: ColumnElement[bool]) -> Waiting:
+    """The waiting rows of ``table``, indexed over those rows only, in claim order: a claim or
+    a status reads what is pending, not the history of what was delivered (with a million
+    delivered daily counts, a claim of 500 rows took about 0.5 s without it)."""
+    waiting = Waiting(condition, table.c[order])
     Index(
-        f"ix_{table.name}_pending", table.c[order], sqlite_where=waiting, postgresql_where=waiting
+        f"ix_{table.name}_pending",
+        waiting.order,
+        sqlite_where=condition,
+        postgresql_where=condition,
     )
     return waiting
 
