@@ -28,7 +28,7 @@ from accoil_buffer.errors import ConfigError, InvalidMessage, StorageError
 from accoil_buffer.messages import Message, normalise
 from accoil_buffer.scheduler import Scheduler
 from accoil_buffer.store import deliveries, outbox, report, rollup
-from accoil_buffer.store.engine import Database
+from accoil_buffer.store.engine import Database, if_alive
 from accoil_buffer.store.migrate import ensure_schema
 from accoil_buffer.writer import GroupWriter
 
@@ -170,8 +170,8 @@ class Buffer:
             self._scheduler = Scheduler(self._scheduled_pass, config.flush_interval_seconds)
             self._scheduler.start()
         me = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _if_alive(me, Buffer._after_fork_in_child))
-        atexit.register(_if_alive, me, Buffer.close)
+        os.register_at_fork(after_in_child=lambda: if_alive(me, Buffer._after_fork_in_child))
+        atexit.register(if_alive, me, Buffer.close)
 
     # --- Segment's calls -------------------------------------------------------------------
 
@@ -540,9 +540,3 @@ class Buffer:
 
 
 BUFFER_FULL = "buffer_full"
-
-
-def _if_alive(ref: weakref.ref[Buffer], action: Callable[[Buffer], None]) -> None:
-    buffer = ref()
-    if buffer is not None:
-        action(buffer)

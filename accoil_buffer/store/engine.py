@@ -250,9 +250,9 @@ def create_database_engine(config: Config) -> Engine:
     event.listen(engine, "checkin", lambda *_: gate.leave())
     ref = weakref.ref(gate)
     os.register_at_fork(
-        before=lambda: _if_alive(ref, _ForkGate.before_fork),
-        after_in_parent=lambda: _if_alive(ref, _ForkGate.after_fork_in_parent),
-        after_in_child=lambda: _if_alive(ref, _ForkGate.after_fork_in_child),
+        before=lambda: if_alive(ref, _ForkGate.before_fork),
+        after_in_parent=lambda: if_alive(ref, _ForkGate.after_fork_in_parent),
+        after_in_child=lambda: if_alive(ref, _ForkGate.after_fork_in_child),
     )
     return engine
 
@@ -308,10 +308,12 @@ class _ForkGate:
 _FORK_WAIT = 5.0
 
 
-def _if_alive(ref: weakref.ref[_ForkGate], action: Callable[[_ForkGate], None]) -> None:
-    gate = ref()
-    if gate is not None:
-        action(gate)
+def if_alive(ref: weakref.ref[T], action: Callable[[T], object]) -> None:
+    """Run ``action`` on what ``ref`` refers to, unless it is gone: for fork and exit hooks,
+    which cannot be unregistered and must not keep their object alive."""
+    target = ref()
+    if target is not None:
+        action(target)
 
 
 def _create_private_file(path: Path) -> None:
