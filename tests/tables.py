@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import Engine, create_engine, event, func, select
 
 from accoil_buffer.store import schema
 
@@ -84,3 +85,25 @@ def wipe(url: str) -> None:
                 conn.execute(table.delete())
     finally:
         engine.dispose()
+
+
+def record_plans(engine: Engine, statements: re.Pattern[str]) -> list[tuple[str, str]]:
+    """From now on, (statement, query plan) of every statement ``engine`` runs that matches
+    ``statements``. On PostgreSQL every transaction turns sequential scans off: tables as
+    small as a test's would be read whole whatever their indexes."""
+    plans: list[tuple[str, str]] = []
+    sqlite = engine.dialect.name == "sqlite"
+
+    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statements.search(statement):
+            cursor.execute(
+                ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, parameters
+            )
+            plans.append((statement, " ".join(str(row) for row in cursor.fetchall())))
+
+    event.listen(engine, "before_cursor_execute", explain)
+    if not sqlite:
+        event.listen(
+            engine, "begin", lambda conn: conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        )
+    return plans

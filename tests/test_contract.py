@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Date, create_engine, event, text
+from sqlalchemy import Column, Date, create_engine, text
 
 from accoil_buffer import Buffer, Config, InvalidMessage, StorageError
 from accoil_buffer.store import schema
@@ -495,24 +495,7 @@ def test_a_fold_reads_only_the_anonymous_data_and_links_it_changes(
         buf.flush()
         clock.advance(days=31)
         buf.identify("u1", anonymous_id="a1")
-        database = buf._database
-        plans: list[tuple[str, str]] = []
-
-        def explain(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-            if re.search(rf"accoil_({grown})\b", statement):
-                sqlite = database.engine.dialect.name == "sqlite"
-                cursor.execute(
-                    ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, parameters
-                )
-                plans.append((statement, " ".join(str(row) for row in cursor.fetchall())))
-
-        event.listen(database.engine, "before_cursor_execute", explain)
-        if database.is_postgresql:  # tables this small would be read whole either way
-            event.listen(
-                database.engine,
-                "begin",
-                lambda conn: conn.exec_driver_sql("SET LOCAL enable_seqscan = off"),
-            )
+        plans = tables.record_plans(buf._database.engine, re.compile(rf"accoil_({grown})\b"))
         buf.flush()
     assert tables.users(database_url) == {"u1": {"b": 2}}
     assert tables.anonymous_traits(database_url) == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import threading
 import time
@@ -11,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from accoil_buffer import Buffer, Config
 from accoil_buffer.accoil_api import AccoilClient
@@ -116,24 +116,12 @@ def test_claims_read_only_the_rows_waiting_for_delivery(database_url: str, clock
     # history grows. Each claim's plan must go through its table's index of pending rows.
     record_events(database_url, clock, users=5, per_user=2)
     database = Database.open(Config(database_url=database_url))
-    plans: dict[str, str] = {}
-
-    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.startswith("UPDATE") and "claimed_by" in statement:
-            table = statement.split()[1]
-            prefix = (
-                "EXPLAIN QUERY PLAN " if database.engine.dialect.name == "sqlite" else "EXPLAIN "
-            )
-            cursor.execute(prefix + statement, parameters)
-            plans[table] = " ".join(str(row) for row in cursor.fetchall())
-
-    event.listen(database.engine, "before_cursor_execute", explain)
+    recorded = tables.record_plans(database.engine, re.compile(r"^UPDATE \w+ SET claimed_by"))
     with database.write() as conn:
-        if database.is_postgresql:  # tables this small would be read whole either way
-            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         for table in deliveries.CLAIMED_TABLES:
             deliveries.claim(database, conn, table, "h", clock(), timedelta(minutes=1), 100)
     database.dispose()
+    plans = {statement.split()[1]: plan for statement, plan in recorded}
     assert set(plans) == {t.name for t in deliveries.CLAIMED_TABLES}
     for name in schema.PENDING:
         assert f"ix_{name}_pending" in plans[name], plans[name]
