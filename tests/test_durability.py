@@ -85,13 +85,8 @@ def test_fork_in_the_middle_of_a_stream(database_url: str, clock: Clock) -> None
     pid = _fork(child)
     for i in range(100, 200):
         buf.track("parent", "E", message_id=f"p{i}")
-    code = _exit_code(pid)
-    buf.close()
-    assert code == 0
-    with Buffer(database_url, start=False, clock=clock) as after:
-        after.flush()
     today = clock.now.date()
-    assert tables.counts(database_url) == {
+    assert _fold_once_the_child_is_done(pid, buf, database_url, clock) == {
         (today, "parent", "track", "E"): 200,
         (today, "child", "track", "E"): 100,
     }
@@ -121,13 +116,8 @@ def test_fork_while_a_thread_is_mid_transaction_on_sqlite(tmp_path: Path, clock:
 
     pid = _fork(child)
     holder.join()
-    code = _exit_code(pid)
-    buf.close()
-    assert code == 0
-    with Buffer(url, start=False, clock=clock) as after:
-        after.flush()
     today = clock.now.date()
-    assert tables.counts(url) == {
+    assert _fold_once_the_child_is_done(pid, buf, url, clock) == {
         (today, "parent", "track", "E"): 1,
         (today, "child", "track", "E"): 1,
     }
@@ -147,9 +137,15 @@ def _fork(child: Callable[[], None]) -> int:
     return pid
 
 
-def _exit_code(pid: int) -> int:
+def _fold_once_the_child_is_done(pid: int, buf: Buffer, url: str, clock: Clock) -> tables.Counts:
+    """Wait for the forked child, which must have succeeded, close the parent's buffer, fold
+    what both recorded, and return the daily counts."""
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    buf.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    with Buffer(url, start=False, clock=clock) as after:
+        after.flush()
+    return tables.counts(url)
 
 
 @pytest.mark.slow
