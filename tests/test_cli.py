@@ -140,6 +140,7 @@ def test_configuration_file_environment_and_flags(tmp_path: Path) -> None:
         ("flush_interval_seconds = 'soon'\n", "flush_interval_seconds has an invalid value"),
         ("this is not toml", "is not valid TOML"),
         ("database_url = 'mysql://x'\n", "database_url must be sqlite:/// or postgresql://"),
+        ("database_url = 'sqlite+pysqlcipher:///x'\n", "not 'pysqlcipher'"),
     ],
 )
 def test_bad_configuration_is_one_clear_line(tmp_path: Path, content: str, words: str) -> None:

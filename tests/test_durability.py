@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
-from accoil_buffer import Buffer, BufferFull, Config, ConfigError, ServerConfig
+from accoil_buffer import Buffer, BufferFull, Config, ConfigError, ServerConfig, StorageError
 from accoil_buffer.messages import normalise
 from accoil_buffer.server import Sidecar
 from accoil_buffer.store import schema
@@ -121,6 +121,34 @@ def test_fork_while_a_thread_is_mid_transaction_on_sqlite(tmp_path: Path, clock:
         (today, "parent", "track", "E"): 1,
         (today, "child", "track", "E"): 1,
     }
+
+
+def test_every_sqlite_transaction_takes_the_write_lock_as_it_begins(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    with Buffer(url, start=False, sqlite_busy_timeout_seconds=0.1) as buf:
+        other = sqlite3.connect(tmp_path / "lock.db", timeout=0, isolation_level=None)
+        # Nothing is executed in the transaction: a deferred BEGIN would not take the lock.
+        with (
+            closing(other),
+            buf._database.engine.begin(),
+            pytest.raises(sqlite3.OperationalError, match="locked"),
+        ):
+            other.execute("BEGIN IMMEDIATE")
+
+
+def test_a_begin_that_outwaits_the_busy_timeout_is_a_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    with Buffer(
+        f"sqlite:///{path}", start=False, durability="sync", sqlite_busy_timeout_seconds=0.1
+    ) as buf:
+        holder = sqlite3.connect(path, isolation_level=None)
+        with closing(holder):
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StorageError, match="database is locked"):
+                buf.track("u", "E")
+            holder.execute("ROLLBACK")
+        buf.track("u", "E")  # the connection that failed to begin is still usable
+        assert buf.status()["outbox"]["unfolded_messages"] == 1
 
 
 def _fork(child: Callable[[], None]) -> int:
