@@ -46,8 +46,10 @@ def test_status_reports_what_is_pending(database_url: str, clock: Clock) -> None
         buffer.track("u1", "E")
         buffer.track("u1", "E")
         buffer.track(anonymous_id="anon", event="E")
+        buffer.track(anonymous_id="anon", event="F")  # a second row of the same id
+        buffer.page(anonymous_id="anon-2")
         before = buffer.status()
-        assert before["outbox"]["unfolded_messages"] == 4
+        assert before["outbox"]["unfolded_messages"] == 6
         assert before["outbox"]["oldest_received_at"] == "2026-11-28T12:00:00.000Z"
         buffer.flush()
         after = buffer.status()
@@ -60,7 +62,7 @@ def test_status_reports_what_is_pending(database_url: str, clock: Clock) -> None
             "occurrences": 2,
             "posts": 0,
         }
-        assert after["anonymous"] == {"ids": 1, "occurrences": 1}
+        assert after["anonymous"] == {"ids": 2, "occurrences": 3}
         assert after["oldest_undelivered_at"] == "2026-11-28T12:00:00.000Z"
 
 
