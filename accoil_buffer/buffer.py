@@ -115,6 +115,7 @@ class Buffer:
             config = dataclasses.replace(config, **explicit)
         self.config = config
         self._clock = clock
+        self._margin = timedelta(seconds=config.future_timestamp_margin_seconds)
         self._database = Database.open(config)
         try:
             self._guard(lambda: ensure_schema(self._database, auto_migrate=config.auto_migrate))
@@ -422,10 +423,6 @@ class Buffer:
         self.close()
 
     # --- Internals -------------------------------------------------------------------------
-
-    @property
-    def _margin(self) -> timedelta:
-        return timedelta(seconds=self.config.future_timestamp_margin_seconds)
 
     def _call(self, kind: str, arguments: Mapping[str, Any]) -> str:
         """Build the Segment message from a call method's arguments (its ``locals()``)."""

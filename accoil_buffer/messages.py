@@ -30,6 +30,9 @@ MAX_DEPTH = 32
 # A Unix time above this is taken as milliseconds: 1e11 seconds is the year 5138.
 _MILLISECONDS_THRESHOLD = 1e11
 _NUMERIC = re.compile(r"[+-]?\d+(\.\d+)?")
+# JSON as stored and measured: compact, with readable Unicode. One encoder for every call:
+# json.dumps with these options builds a new one each time.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # Keys a client may send that must never be stored (write keys are credentials).
 _NEVER_STORED = frozenset({"writeKey"})
 
@@ -80,7 +83,8 @@ def normalise(
     cleaned = _clean(raw, ("message",), 0)
     for key in _NEVER_STORED:
         cleaned.pop(key, None)
-    size = len(json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")).encode())
+    text = compact_json(cleaned)
+    size = len(text) if text.isascii() else len(text.encode())
     if size > MAX_MESSAGE_BYTES:
         raise InvalidMessage(
             "message", f"is {size} bytes; the limit is {MAX_MESSAGE_BYTES} (32 KB)"
@@ -154,6 +158,11 @@ def normalise(
         notes=tuple(notes),
         size=size,
     )
+
+
+def compact_json(value: JSON) -> str:
+    """``value`` as compact JSON text, non-ASCII characters kept as they are."""
+    return _COMPACT.encode(value)
 
 
 def new_message_id() -> str:

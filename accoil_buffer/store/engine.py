@@ -9,7 +9,6 @@ sees one snapshot of the outbox and deletes exactly the rows it counted.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -45,6 +44,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 
 from accoil_buffer.config import Config
 from accoil_buffer.errors import ConfigError
+from accoil_buffer.messages import compact_json
 from accoil_buffer.store import schema
 
 T = TypeVar("T")
@@ -62,7 +62,7 @@ def _json_dumps(value: Any) -> str:
     # JSON null twice (no traits, no kept payload): no need to run the encoder for that.
     if value is None:
         return "null"
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return compact_json(value)
 
 
 class Database:
@@ -182,6 +182,8 @@ class Database:
 
 def _sqlite_datetime(moment: datetime) -> str:
     """The text SQLAlchemy's SQLite DATETIME stores for a UTC moment (naive means UTC)."""
+    if moment.tzinfo is UTC:  # every moment a message carries: its "+00:00" is cut off
+        return moment.isoformat(" ", "microseconds")[:-6]
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment.isoformat(" ", "microseconds")
