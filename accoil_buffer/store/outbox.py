@@ -135,9 +135,9 @@ class _DirectInsert:
             if not self._returning:
                 conn.exec_driver_sql(self._head + self._row + self._on_conflict, part)
                 continue
-            sql = self._head + ", ".join([self._row] * len(part))
+            rows_sql = ", ".join([self._row] * len(part))
+            sql = self._head + rows_sql + self._on_conflict + self._returning
             flat = tuple(value for row in part for value in row)
-            sql += self._on_conflict + self._returning
             returned.extend(conn.exec_driver_sql(sql, flat).scalars().all())
         return returned
 
