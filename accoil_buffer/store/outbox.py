@@ -43,8 +43,9 @@ def append(
     ``rejected`` invalid ones of the same batch (received ``today``); runs inside the caller's
     transaction.
 
-    A messageId is claimed in the ledger first (INSERT … ON CONFLICT DO NOTHING RETURNING), so two
-    processes that receive the same message at once still store it once. Actions to fold go to
+    A messageId is claimed in the ledger first (INSERT … ON CONFLICT DO NOTHING, whose RETURNING,
+    or for a single message its row count, names the new ones), so two processes that receive
+    the same message at once still store it once. Actions to fold go to
     the outbox; Post to Accoil messages to ``accoil_outbox_posts``. An outbox row keeps the whole
     message (properties, context) only with ``keep_payloads`` (audit retention): the fold never
     reads it, so by default it is never written to disk.
