@@ -125,7 +125,7 @@ def test_fork_while_a_thread_is_mid_transaction_on_sqlite(tmp_path: Path, clock:
 
 def test_every_sqlite_transaction_takes_the_write_lock_as_it_begins(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'lock.db'}"
-    with Buffer(url, start=False, sqlite_busy_timeout_seconds=0.1) as buf:
+    with Buffer(url, start=False) as buf:
         other = sqlite3.connect(tmp_path / "lock.db", timeout=0, isolation_level=None)
         # Nothing is executed in the transaction: a deferred BEGIN would not take the lock.
         with (

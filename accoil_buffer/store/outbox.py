@@ -119,6 +119,8 @@ class _DirectInsert:
         self._row = f"({', '.join([database.placeholder] * len(names))})"
         self._on_conflict = on_conflict
         self._returning = returning
+        # One row's statement, for executemany and for run_one.
+        self._one_row = self._head + self._row + on_conflict
 
     def _values(self, row: Sequence[object]) -> tuple[object, ...]:
         values = list(row)
@@ -134,7 +136,7 @@ class _DirectInsert:
         for start in range(0, len(rows), _SLICE):
             part = [self._values(row) for row in rows[start : start + _SLICE]]
             if not self._returning:
-                conn.exec_driver_sql(self._head + self._row + self._on_conflict, part)
+                conn.exec_driver_sql(self._one_row, part)
                 continue
             rows_sql = ", ".join([self._row] * len(part))
             sql = self._head + rows_sql + self._on_conflict + self._returning
@@ -146,8 +148,7 @@ class _DirectInsert:
         """Insert one row, without its RETURNING clause; whether it was inserted (and not
         skipped by the ON CONFLICT clause). Reading a RETURNING result back cost three times
         the insert itself (60 against 17 us), which a call in sync mode paid every time."""
-        sql = self._head + self._row + self._on_conflict
-        return conn.exec_driver_sql(sql, self._values(row)).rowcount > 0
+        return conn.exec_driver_sql(self._one_row, self._values(row)).rowcount > 0
 
 
 _SLICE = 1000  # rows bound per statement
