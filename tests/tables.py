@@ -94,12 +94,16 @@ def record_plans(engine: Engine, statements: re.Pattern[str]) -> list[tuple[str,
     plans: list[tuple[str, str]] = []
     sqlite = engine.dialect.name == "sqlite"
 
-    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+    def explain(conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         if statements.search(statement):
+            # A plain cursor of the same transaction: the statement's own may be a
+            # server-side one, which cannot run EXPLAIN.
+            cursor = conn.connection.cursor()
             cursor.execute(
                 ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, parameters
             )
             plans.append((statement, " ".join(str(row) for row in cursor.fetchall())))
+            cursor.close()
 
     event.listen(engine, "before_cursor_execute", explain)
     if not sqlite:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from sqlalchemy import Column, Date, create_engine, text
 
 from accoil_buffer import Buffer, Config, InvalidMessage, StorageError
-from accoil_buffer.store import schema
+from accoil_buffer.store import rollup, schema
 from accoil_buffer.store.engine import Database
 from tests import tables
 from tests.conftest import Clock
@@ -333,6 +334,31 @@ def test_folding_in_small_chunks_gives_the_same_result(database_url: str, clock:
         (TODAY, "u2", "track", "E"): 5,
         (TODAY, "u3", "track", "E"): 5,
     }
+
+
+def test_a_chunk_merges_traits_step_by_step_in_order(database_url: str, clock: Clock) -> None:
+    # A chunk larger than a trait-merge step (here 2 rows) takes its steps in id order,
+    # and a link made in a later step still moves what the anonymous id did before it.
+    with (
+        patch.object(rollup, "_PROFILE_STEP", 2),
+        Buffer(database_url, start=False, clock=clock, fold_batch_size=100) as buf,
+    ):
+        buf.identify(anonymous_id="anon", traits={"plan": "free", "utm": "ads"})
+        buf.identify("u1", {"plan": "a"})
+        buf.identify("u1", {"plan": "b"})
+        buf.group(anonymous_id="anon", group_id="g1", traits={"tier": 1})
+        buf.track(anonymous_id="anon", event="E")
+        buf.alias(previous_id="anon", user_id="u1")
+        buf.group("u1", "g1", {"tier": 2})
+        buf.track(anonymous_id="anon", event="E")
+        assert buf.flush().folded == 8
+    assert tables.users(database_url) == {"u1": {"plan": "b", "utm": "ads"}}
+    assert tables.accounts(database_url) == {"g1": {"tier": 2}}
+    assert tables.memberships(database_url) == {("g1", "u1")}
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 2}
+    assert tables.anonymous_traits(database_url) == {}
+    assert tables.anonymous_memberships(database_url) == set()
+    assert tables.anonymous_counts(database_url) == {}
 
 
 @pytest.mark.parametrize("retention_hours", [0, 24])

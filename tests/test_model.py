@@ -1,14 +1,16 @@
-"""Property: any sequence of calls, folded at any points in any chunk size, gives the same
-state as the reference model, on SQLite and PostgreSQL."""
+"""Property: any sequence of calls, folded at any points in any chunk size (and trait merges in
+any step size), gives the same state as the reference model, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accoil_buffer import Buffer
+from accoil_buffer.store import rollup
 from tests import tables
 from tests.conftest import Clock
 from tests.model import Model
@@ -64,14 +66,16 @@ def messages(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], set[int], int]:
+def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], set[int], int, int]:
     calls = draw(st.lists(messages(), min_size=1, max_size=40))
     for index, call in enumerate(calls):
         # A few messageIds repeat, as a retrying client's would.
         call["messageId"] = f"m{draw(st.integers(0, index)) if draw(st.booleans()) else index}"
     fold_points = draw(st.sets(st.integers(0, len(calls) - 1), max_size=5))
     batch_size = draw(st.integers(1, 12))
-    return calls, fold_points, batch_size
+    # Steps of a chunk's trait merges, smaller than, equal to or larger than the chunk.
+    profile_step = draw(st.integers(1, 12))
+    return calls, fold_points, batch_size, profile_step
 
 
 @settings(
@@ -79,11 +83,14 @@ def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], set[int], int]:
 )
 @given(scenario=scenarios())
 def test_fold_matches_the_reference_model(
-    database_url: str, scenario: tuple[list[dict[str, Any]], set[int], int]
+    database_url: str, scenario: tuple[list[dict[str, Any]], set[int], int, int]
 ) -> None:
-    calls, fold_points, batch_size = scenario
+    calls, fold_points, batch_size, profile_step = scenario
     model = Model()
-    with Buffer(database_url, start=False, clock=Clock(), fold_batch_size=batch_size) as buf:
+    with (
+        patch.object(rollup, "_PROFILE_STEP", profile_step),
+        Buffer(database_url, start=False, clock=Clock(), fold_batch_size=batch_size) as buf,
+    ):
         tables.wipe(database_url)  # the examples share one database
         for index, call in enumerate(calls):
             buf.ingest(call)

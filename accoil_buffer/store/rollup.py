@@ -11,7 +11,7 @@ identify/group rows once and write each changed user or account once: Segment's 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -35,12 +35,16 @@ from sqlalchemy import (
 
 from accoil_buffer.messages import EVENT_KINDS
 from accoil_buffer.store import schema
-from accoil_buffer.store.engine import Database
+from accoil_buffer.store.engine import Database, Insert
 from accoil_buffer.store.outbox import record_drops
 
 ANONYMOUS_TTL_EVENTS = "anonymous_ttl_events"
 ANONYMOUS_TTL_PROFILES = "anonymous_ttl_profiles"
 _KEYS_PER_QUERY = 5000
+# Ids per step of a chunk's links, traits and memberships. A trait merge holds its step's
+# identify/group rows in memory (about 140 MiB for 50,000 identify calls with six traits), so
+# a chunk larger than this is merged step by step; its counts are still added in one go.
+_PROFILE_STEP = 50_000
 _ANALYZE_FROM = 10_000  # outbox rows waiting, about: below this a stale plan costs little
 # What a chunk's statements filter and group on. folded_at too: without its statistics the
 # planner takes "folded_at IS NULL" to match 0.5% of a chunk and sorts it instead of hashing.
@@ -109,7 +113,7 @@ def _fold_chunk(
     On PostgreSQL a transaction may commit a row below ``low`` after the fold began: the next
     fold, which starts from the lowest unfolded id, takes it.
     """
-    chunk = and_(o.c.folded_at.is_(None), o.c.id.between(low, hi))
+    chunk = _unfolded(low, hi)
     # Which types the chunk holds (and how many carry no userId), so that statements with
     # nothing to do are skipped: a chunk of track events needs only the counts.
     present: dict[str, int] = dict(
@@ -121,24 +125,43 @@ def _fold_chunk(
     )
     if not present:
         return 0
-    linked = 0
-    if "identify" in present or "alias" in present:
-        linked = _link_identities(database, conn, chunk, now)
-    # No anonymous row has a link at the end of a fold: only links made from this chunk's
-    # rows move data, and they are found by the rows' ids, not by reading every link.
-    new_links = links.c.outbox_id.between(low, hi)
-    if linked or "identify" in present or "group" in present:
-        _fold_traits(database, conn, chunk, new_links, now)
-    if linked:
-        _move_linked_anonymous_data(database, conn, new_links, now)
-    if "group" in present:
-        _fold_memberships(database, conn, chunk, now)
+    if present.keys() & {"identify", "group", "alias"}:
+        for step in range(low, hi + 1, _PROFILE_STEP):
+            _fold_profiles(database, conn, present, now, step, min(hi, step + _PROFILE_STEP - 1))
     events = [kind for kind in EVENT_KINDS if kind in present]
     if events:
         _fold_counts(database, conn, chunk, now, anonymous=any(present[k] for k in events))
     if settings.outbox_retention > timedelta(0):
         return conn.execute(update(o).where(chunk).values(folded_at=now)).rowcount
     return conn.execute(delete(o).where(chunk)).rowcount
+
+
+def _unfolded(low: int, hi: int) -> ColumnElement[bool]:
+    return and_(o.c.folded_at.is_(None), o.c.id.between(low, hi))
+
+
+def _fold_profiles(
+    database: Database,
+    conn: Connection,
+    present: Mapping[str, int],
+    now: datetime,
+    low: int,
+    hi: int,
+) -> None:
+    """Links, traits and memberships of the rows with ids from ``low`` to ``hi``."""
+    step = _unfolded(low, hi)
+    linked = 0
+    if "identify" in present or "alias" in present:
+        linked = _link_identities(database, conn, step, now)
+    # No anonymous row has a link at the end of a fold: only links made from this step's
+    # rows move data, and they are found by the rows' ids, not by reading every link.
+    new_links = links.c.outbox_id.between(low, hi)
+    if linked or "identify" in present or "group" in present:
+        _fold_traits(database, conn, step, new_links, now)
+    if linked:
+        _move_linked_anonymous_data(database, conn, new_links, now)
+    if "group" in present:
+        _fold_memberships(database, conn, step, now)
 
 
 def _now(now: datetime) -> ColumnElement[datetime]:
@@ -260,7 +283,8 @@ def _fold_traits(
         )
         .select_from(_linked_outbox)
         .where(chunk, o.c.type.in_(("identify", "group")))
-        .order_by(o.c.id)
+        .order_by(o.c.id),
+        execution_options={"yield_per": _KEYS_PER_QUERY},
     )
     for row in rows:
         target: _Patch
@@ -420,16 +444,24 @@ class _Pool(_Patch):
     link_id: int = 0
 
 
-def _existing_traits(
-    conn: Connection, table: Table, keys: Iterable[str]
-) -> dict[str, dict[str, Any]]:
+def _merge_in_slices(
+    conn: Connection,
+    table: Table,
+    keys: Iterable[str],
+    merge: Callable[[str, dict[str, Any] | None], dict[str, Any] | None],
+    upsert: Insert,
+) -> None:
+    """Read the traits of ``keys`` (in key order, so concurrent folds lock rows alike) a slice
+    at a time, and upsert the rows ``merge`` makes of each key and its stored traits (None:
+    unchanged): a step of 50,000 identify calls then holds one slice's rows, not all of them."""
     key = table.primary_key.columns.values()[0]
     ordered = sorted(keys)
-    existing: dict[str, dict[str, Any]] = {}
     for start in range(0, len(ordered), _KEYS_PER_QUERY):
         batch = ordered[start : start + _KEYS_PER_QUERY]
-        existing.update(conn.execute(select(key, table.c.traits).where(key.in_(batch))).all())
-    return existing
+        existing = dict(conn.execute(select(key, table.c.traits).where(key.in_(batch))).all())
+        rows = [row for name in batch if (row := merge(name, existing.get(name))) is not None]
+        if rows:
+            conn.execute(upsert, rows)
 
 
 def _merge_versioned(
@@ -444,14 +476,9 @@ def _merge_versioned(
     """Merge ``patches`` over, then each of ``under`` beneath, the traits of users or accounts;
     a row whose traits change gets a new version."""
     under = under or {}
-    keys = set(patches) | set(under)
-    if not keys:
-        return
     key = table.primary_key.columns.values()[0]
-    existing = _existing_traits(conn, table, keys)
-    rows = []
-    for name in sorted(keys):
-        old = existing.get(name)
+
+    def merge(name: str, old: dict[str, Any] | None) -> dict[str, Any] | None:
         merged = {**(old or {})}
         timestamps = []
         if name in patches:
@@ -461,64 +488,54 @@ def _merge_versioned(
             merged = {**pool.traits, **merged}
             timestamps.append(pool.timestamp)
         if old is not None and merged == old:
-            continue
-        rows.append(
-            {
-                key.name: name,
-                "traits": merged,
-                "traits_version": 1,
-                "last_timestamp": max(t for t in timestamps if t is not None),
-                "first_seen_at": now,
-                "updated_at": now,
-                "pending_since": now,
-            }
-        )
-    if not rows:
-        return
+            return None
+        return {
+            key.name: name,
+            "traits": merged,
+            "traits_version": 1,
+            "last_timestamp": max(t for t in timestamps if t is not None),
+            "first_seen_at": now,
+            "updated_at": now,
+            "pending_since": now,
+        }
+
     stmt = database.insert(table)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[key],
-            set_={
-                "traits": stmt.excluded.traits,
-                "traits_version": table.c.traits_version + 1,
-                "last_timestamp": stmt.excluded.last_timestamp,
-                "updated_at": stmt.excluded.updated_at,
-                "pending_since": func.coalesce(table.c.pending_since, stmt.excluded.pending_since),
-            },
-        ),
-        rows,
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[key],
+        set_={
+            "traits": stmt.excluded.traits,
+            "traits_version": table.c.traits_version + 1,
+            "last_timestamp": stmt.excluded.last_timestamp,
+            "updated_at": stmt.excluded.updated_at,
+            "pending_since": func.coalesce(table.c.pending_since, stmt.excluded.pending_since),
+        },
     )
+    _merge_in_slices(conn, table, set(patches) | set(under), merge, upsert)
 
 
 def _merge_anonymous(
     database: Database, conn: Connection, patches: Mapping[str, _Patch], now: datetime
 ) -> None:
-    if not patches:
-        return
     at = schema.anonymous_traits
-    existing = _existing_traits(conn, at, patches)
-    rows = [
-        {
+
+    def merge(name: str, old: dict[str, Any] | None) -> dict[str, Any]:
+        return {
             "anonymous_id": name,
-            "traits": {**existing.get(name, {}), **patch.traits},
-            "last_timestamp": patch.timestamp,
+            "traits": {**(old or {}), **patches[name].traits},
+            "last_timestamp": patches[name].timestamp,
             "last_seen_at": now,
         }
-        for name, patch in sorted(patches.items())
-    ]
+
     stmt = database.insert(at)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[at.c.anonymous_id],
-            set_={
-                "traits": stmt.excluded.traits,
-                "last_timestamp": stmt.excluded.last_timestamp,
-                "last_seen_at": stmt.excluded.last_seen_at,
-            },
-        ),
-        rows,
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[at.c.anonymous_id],
+        set_={
+            "traits": stmt.excluded.traits,
+            "last_timestamp": stmt.excluded.last_timestamp,
+            "last_seen_at": stmt.excluded.last_seen_at,
+        },
     )
+    _merge_in_slices(conn, at, patches, merge, upsert)
 
 
 def _prune(
