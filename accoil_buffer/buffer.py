@@ -123,7 +123,7 @@ class Buffer:
             self._database.dispose()
             raise
         self._fold_settings = rollup.FoldSettings(
-            batch_size=config.fold_batch_size,
+            batch_size=config.fold_batch_size or self._database.fold_batch_size,
             outbox_retention=timedelta(hours=config.outbox_retention_hours),
             dedupe_window=timedelta(hours=config.dedupe_window_hours),
             anonymous_ttl=timedelta(days=config.anonymous_ttl_days),

@@ -46,7 +46,7 @@ class Config:
     future_timestamp_margin_seconds: float = 300.0
     dedupe_window_hours: float = 24.0
     outbox_retention_hours: float = 0.0
-    fold_batch_size: int = 50_000
+    fold_batch_size: int = 0  # 0: the database's own (Database.fold_batch_size)
     sqlite_synchronous: SqliteSynchronous = "FULL"
     sqlite_busy_timeout_seconds: float = 30.0
     max_in_flight: int = 8
@@ -67,7 +67,6 @@ class Config:
         positive = (
             "flush_interval_seconds",
             "anonymous_ttl_days",
-            "fold_batch_size",
             "sqlite_busy_timeout_seconds",
             "max_in_flight",
             "request_timeout_seconds",
@@ -79,6 +78,7 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be greater than 0, got {getattr(self, name)!r}")
         for name in (
+            "fold_batch_size",
             "max_outbox_rows",
             "max_outbox_bytes",
             "backpressure_timeout_seconds",

@@ -52,7 +52,7 @@ def test_defaults_match_the_spec() -> None:
     ("environ", "words"),
     [
         ({"ACCOIL_BUFFER_AUTO_MIGRATE": "perhaps"}, "auto_migrate has an invalid value"),
-        ({"ACCOIL_BUFFER_FOLD_BATCH_SIZE": "0"}, "fold_batch_size must be greater than 0"),
+        ({"ACCOIL_BUFFER_FOLD_BATCH_SIZE": "-1"}, "fold_batch_size must not be negative"),
         ({"ACCOIL_BUFFER_SERVER_PORT": "70000"}, "server.port must be between"),
         ({"ACCOIL_BUFFER_SQLITE_SYNCHRONOUS": "sometimes"}, "sqlite_synchronous must be one of"),
         ({"ACCOIL_BUFFER_CONFIG": "/nonexistent.toml"}, "does not exist"),

@@ -77,6 +77,15 @@ class Database:
         return cls(create_database_engine(config))
 
     @property
+    def fold_batch_size(self) -> int:
+        """Outbox rows folded per transaction unless configured. SQLite stops ingest while a
+        chunk is folded, so its chunks stay short (about 0.15 s each). PostgreSQL's fold blocks
+        no one, and each chunk upserts the counts of hot keys again: there chunks of 200,000
+        folded 200,000 track events about 1.8x as fast as chunks of 50,000. A chunk's trait
+        merges go 50,000 rows at a time whatever its size (``rollup._PROFILE_STEP``)."""
+        return 200_000 if self.is_postgresql else 50_000
+
+    @property
     def placeholder(self) -> str:
         """The driver's parameter marker, for SQL executed directly."""
         return "%s" if self.is_postgresql else "?"
