@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -54,6 +54,7 @@ Insert = dialect_sqlite.Insert | dialect_postgresql.Insert
 FOLD_LOCK = 0x6163636F696C_01
 MIGRATE_LOCK = 0x6163636F696C_02
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+_SLICE = 1000  # rows bound per statement of a DirectInsert
 log = logging.getLogger(__name__)
 
 
@@ -187,6 +188,59 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class DirectInsert:
+    """An INSERT of many rows, executed directly (``exec_driver_sql``) with values converted
+    as the columns' types would convert them: SQLAlchemy's per-row processing was about a
+    third of the group writer's time, and 30 us a row of a trait merge on SQLite.
+    ``on_conflict`` and ``returning`` are SQL that both databases spell alike."""
+
+    def __init__(
+        self,
+        database: Database,
+        table: Table,
+        names: Sequence[str],
+        *,
+        on_conflict: str = "",
+        returning: str = "",
+    ):
+        converters = [database.to_driver(table.c[name]) for name in names]
+        self._converters = [(i, c) for i, c in enumerate(converters) if c is not None]
+        self._head = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES "
+        self._row = f"({', '.join([database.placeholder] * len(names))})"
+        self._on_conflict = on_conflict
+        self._returning = returning
+        # One row's statement, for executemany and for run_one.
+        self._one_row = self._head + self._row + on_conflict
+
+    def _values(self, row: Sequence[object]) -> tuple[object, ...]:
+        values = list(row)
+        for i, convert in self._converters:
+            values[i] = convert(values[i])
+        return tuple(values)
+
+    def run(self, conn: Connection, rows: Sequence[Sequence[object]]) -> list[Any]:
+        """Insert ``rows`` 1,000 at a time (a 10,000-message batch bound at once held about
+        30 MB of parameters) and return what the RETURNING clause gave, if any. With one,
+        each slice is one multi-row statement, so that RETURNING reports every row."""
+        returned: list[Any] = []
+        for start in range(0, len(rows), _SLICE):
+            part = [self._values(row) for row in rows[start : start + _SLICE]]
+            if not self._returning:
+                conn.exec_driver_sql(self._one_row, part)
+                continue
+            rows_sql = ", ".join([self._row] * len(part))
+            sql = self._head + rows_sql + self._on_conflict + self._returning
+            flat = tuple(value for row in part for value in row)
+            returned.extend(conn.exec_driver_sql(sql, flat).scalars().all())
+        return returned
+
+    def run_one(self, conn: Connection, row: Sequence[object]) -> bool:
+        """Insert one row, without its RETURNING clause; whether it was inserted (and not
+        skipped by the ON CONFLICT clause). Reading a RETURNING result back cost three times
+        the insert itself (60 against 17 us), which a call in sync mode paid every time."""
+        return conn.exec_driver_sql(self._one_row, self._values(row)).rowcount > 0
 
 
 def _sqlite_datetime(moment: datetime) -> str:

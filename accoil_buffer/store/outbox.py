@@ -6,14 +6,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection
 
 from accoil_buffer.mappings import PRESETS, Mappings
 from accoil_buffer.messages import Message
 from accoil_buffer.store import schema
-from accoil_buffer.store.engine import Database
+from accoil_buffer.store.engine import Database, DirectInsert
 
 DUPLICATE_MESSAGE_ID = "duplicate_message_id"
 FILTERED_INTEGRATIONS = "filtered_integrations"
@@ -99,59 +98,6 @@ def record_drops(database: Database, conn: Connection, counts: Counter[tuple[dat
     )
 
 
-class _DirectInsert:
-    """An INSERT that runs for every message recorded, executed directly
-    (``exec_driver_sql``) with values converted as the columns' types would convert them:
-    about a third of the writer's time was SQLAlchemy's per-row processing."""
-
-    def __init__(
-        self,
-        database: Database,
-        table: Table,
-        names: Sequence[str],
-        *,
-        on_conflict: str = "",
-        returning: str = "",
-    ):
-        converters = [database.to_driver(table.c[name]) for name in names]
-        self._converters = [(i, c) for i, c in enumerate(converters) if c is not None]
-        self._head = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES "
-        self._row = f"({', '.join([database.placeholder] * len(names))})"
-        self._on_conflict = on_conflict
-        self._returning = returning
-        # One row's statement, for executemany and for run_one.
-        self._one_row = self._head + self._row + on_conflict
-
-    def _values(self, row: Sequence[object]) -> tuple[object, ...]:
-        values = list(row)
-        for i, convert in self._converters:
-            values[i] = convert(values[i])
-        return tuple(values)
-
-    def run(self, conn: Connection, rows: Sequence[Sequence[object]]) -> list[Any]:
-        """Insert ``rows`` 1,000 at a time (a 10,000-message batch bound at once held about
-        30 MB of parameters) and return what the RETURNING clause gave, if any. With one,
-        each slice is one multi-row statement, so that RETURNING reports every row."""
-        returned: list[Any] = []
-        for start in range(0, len(rows), _SLICE):
-            part = [self._values(row) for row in rows[start : start + _SLICE]]
-            if not self._returning:
-                conn.exec_driver_sql(self._one_row, part)
-                continue
-            rows_sql = ", ".join([self._row] * len(part))
-            sql = self._head + rows_sql + self._on_conflict + self._returning
-            flat = tuple(value for row in part for value in row)
-            returned.extend(conn.exec_driver_sql(sql, flat).scalars().all())
-        return returned
-
-    def run_one(self, conn: Connection, row: Sequence[object]) -> bool:
-        """Insert one row, without its RETURNING clause; whether it was inserted (and not
-        skipped by the ON CONFLICT clause). Reading a RETURNING result back cost three times
-        the insert itself (60 against 17 us), which a call in sync mode paid every time."""
-        return conn.exec_driver_sql(self._one_row, self._values(row)).rowcount > 0
-
-
-_SLICE = 1000  # rows bound per statement
 _OUTBOX_COLUMNS = (
     "message_id",
     "type",
@@ -168,24 +114,24 @@ _OUTBOX_COLUMNS = (
 )
 
 
-_INSERTS: dict[bool, tuple[_DirectInsert, _DirectInsert, _DirectInsert]] = {}
+_INSERTS: dict[bool, tuple[DirectInsert, DirectInsert, DirectInsert]] = {}
 
 
-def _inserts(database: Database) -> tuple[_DirectInsert, _DirectInsert, _DirectInsert]:
+def _inserts(database: Database) -> tuple[DirectInsert, DirectInsert, DirectInsert]:
     """The ledger's claim (``ON CONFLICT DO NOTHING RETURNING``, spelled alike by both
     databases), the outbox's and the posts' inserts, built once per kind of database."""
     kind = database.is_postgresql
     if kind not in _INSERTS:
         _INSERTS[kind] = (
-            _DirectInsert(
+            DirectInsert(
                 database,
                 schema.message_ids,
                 ("message_id", "received_at"),
                 on_conflict=" ON CONFLICT (message_id) DO NOTHING",
                 returning=" RETURNING message_id",
             ),
-            _DirectInsert(database, schema.outbox, _OUTBOX_COLUMNS),
-            _DirectInsert(database, schema.posts, ("message_id", "type", "payload", "received_at")),
+            DirectInsert(database, schema.outbox, _OUTBOX_COLUMNS),
+            DirectInsert(database, schema.posts, ("message_id", "type", "payload", "received_at")),
         )
     return _INSERTS[kind]
 

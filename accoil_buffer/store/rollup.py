@@ -35,7 +35,7 @@ from sqlalchemy import (
 
 from accoil_buffer.messages import EVENT_KINDS
 from accoil_buffer.store import schema
-from accoil_buffer.store.engine import Database, Insert
+from accoil_buffer.store.engine import Database, DirectInsert
 from accoil_buffer.store.outbox import record_drops
 
 ANONYMOUS_TTL_EVENTS = "anonymous_ttl_events"
@@ -448,8 +448,8 @@ def _merge_in_slices(
     conn: Connection,
     table: Table,
     keys: Iterable[str],
-    merge: Callable[[str, dict[str, Any] | None], dict[str, Any] | None],
-    upsert: Insert,
+    merge: Callable[[str, dict[str, Any] | None], tuple[object, ...] | None],
+    upsert: DirectInsert,
 ) -> None:
     """Read the traits of ``keys`` (in key order, so concurrent folds lock rows alike) a slice
     at a time, and upsert the rows ``merge`` makes of each key and its stored traits (None:
@@ -460,8 +460,7 @@ def _merge_in_slices(
         batch = ordered[start : start + _KEYS_PER_QUERY]
         existing = dict(conn.execute(select(key, table.c.traits).where(key.in_(batch))).all())
         rows = [row for name in batch if (row := merge(name, existing.get(name))) is not None]
-        if rows:
-            conn.execute(upsert, rows)
+        upsert.run(conn, rows)
 
 
 def _merge_versioned(
@@ -476,9 +475,8 @@ def _merge_versioned(
     """Merge ``patches`` over, then each of ``under`` beneath, the traits of users or accounts;
     a row whose traits change gets a new version."""
     under = under or {}
-    key = table.primary_key.columns.values()[0]
 
-    def merge(name: str, old: dict[str, Any] | None) -> dict[str, Any] | None:
+    def merge(name: str, old: dict[str, Any] | None) -> tuple[object, ...] | None:
         merged = {**(old or {})}
         timestamps = []
         if name in patches:
@@ -489,26 +487,28 @@ def _merge_versioned(
             timestamps.append(pool.timestamp)
         if old is not None and merged == old:
             return None
-        return {
-            key.name: name,
-            "traits": merged,
-            "traits_version": 1,
-            "last_timestamp": max(t for t in timestamps if t is not None),
-            "first_seen_at": now,
-            "updated_at": now,
-            "pending_since": now,
-        }
+        last = max(t for t in timestamps if t is not None)
+        return (name, merged, 1, last, now, now, now)
 
-    stmt = database.insert(table)
-    upsert = stmt.on_conflict_do_update(
-        index_elements=[key],
-        set_={
-            "traits": stmt.excluded.traits,
-            "traits_version": table.c.traits_version + 1,
-            "last_timestamp": stmt.excluded.last_timestamp,
-            "updated_at": stmt.excluded.updated_at,
-            "pending_since": func.coalesce(table.c.pending_since, stmt.excluded.pending_since),
-        },
+    key, name = table.primary_key.columns.values()[0].name, table.name
+    upsert = DirectInsert(
+        database,
+        table,
+        (
+            key,
+            "traits",
+            "traits_version",
+            "last_timestamp",
+            "first_seen_at",
+            "updated_at",
+            "pending_since",
+        ),
+        on_conflict=(
+            f" ON CONFLICT ({key}) DO UPDATE SET traits = excluded.traits,"
+            f" traits_version = {name}.traits_version + 1,"
+            " last_timestamp = excluded.last_timestamp, updated_at = excluded.updated_at,"
+            f" pending_since = coalesce({name}.pending_since, excluded.pending_since)"
+        ),
     )
     _merge_in_slices(conn, table, set(patches) | set(under), merge, upsert)
 
@@ -516,24 +516,18 @@ def _merge_versioned(
 def _merge_anonymous(
     database: Database, conn: Connection, patches: Mapping[str, _Patch], now: datetime
 ) -> None:
+    def merge(name: str, old: dict[str, Any] | None) -> tuple[object, ...]:
+        return (name, {**(old or {}), **patches[name].traits}, patches[name].timestamp, now)
+
     at = schema.anonymous_traits
-
-    def merge(name: str, old: dict[str, Any] | None) -> dict[str, Any]:
-        return {
-            "anonymous_id": name,
-            "traits": {**(old or {}), **patches[name].traits},
-            "last_timestamp": patches[name].timestamp,
-            "last_seen_at": now,
-        }
-
-    stmt = database.insert(at)
-    upsert = stmt.on_conflict_do_update(
-        index_elements=[at.c.anonymous_id],
-        set_={
-            "traits": stmt.excluded.traits,
-            "last_timestamp": stmt.excluded.last_timestamp,
-            "last_seen_at": stmt.excluded.last_seen_at,
-        },
+    upsert = DirectInsert(
+        database,
+        at,
+        ("anonymous_id", "traits", "last_timestamp", "last_seen_at"),
+        on_conflict=(
+            " ON CONFLICT (anonymous_id) DO UPDATE SET traits = excluded.traits,"
+            " last_timestamp = excluded.last_timestamp, last_seen_at = excluded.last_seen_at"
+        ),
     )
     _merge_in_slices(conn, at, patches, merge, upsert)
 
