@@ -41,9 +41,10 @@ from accoil_buffer.store.outbox import record_drops
 ANONYMOUS_TTL_EVENTS = "anonymous_ttl_events"
 ANONYMOUS_TTL_PROFILES = "anonymous_ttl_profiles"
 _KEYS_PER_QUERY = 5000
-# Ids per step of a chunk's links, traits and memberships. A trait merge holds its step's
-# identify/group rows in memory (about 140 MiB for 50,000 identify calls with six traits), so
-# a chunk larger than this is merged step by step; its counts are still added in one go.
+# Ids per step of a chunk's links, traits and memberships. A trait merge holds what its step
+# says of each user and account in memory (about 60 MiB for 50,000 identify calls of distinct
+# users, six traits each), so a larger chunk is merged step by step; its counts are still
+# added in one go.
 _PROFILE_STEP = 50_000
 _ANALYZE_FROM = 10_000  # outbox rows waiting, about: below this a stale plan costs little
 # What a chunk's statements filter and group on. folded_at too: without its statistics the
@@ -284,6 +285,7 @@ def _fold_traits(
         .select_from(_linked_outbox)
         .where(chunk, o.c.type.in_(("identify", "group")))
         .order_by(o.c.id),
+        # Streamed (a server-side cursor on PostgreSQL): only the merged traits are kept.
         execution_options={"yield_per": _KEYS_PER_QUERY},
     )
     for row in rows:
@@ -490,7 +492,7 @@ def _merge_versioned(
         last = max(t for t in timestamps if t is not None)
         return (name, merged, 1, last, now, now, now)
 
-    key, name = table.primary_key.columns.values()[0].name, table.name
+    key, table_name = table.primary_key.columns.values()[0].name, table.name
     upsert = DirectInsert(
         database,
         table,
@@ -505,9 +507,9 @@ def _merge_versioned(
         ),
         on_conflict=(
             f" ON CONFLICT ({key}) DO UPDATE SET traits = excluded.traits,"
-            f" traits_version = {name}.traits_version + 1,"
+            f" traits_version = {table_name}.traits_version + 1,"
             " last_timestamp = excluded.last_timestamp, updated_at = excluded.updated_at,"
-            f" pending_since = coalesce({name}.pending_since, excluded.pending_since)"
+            f" pending_since = coalesce({table_name}.pending_since, excluded.pending_since)"
         ),
     )
     _merge_in_slices(conn, table, set(patches) | set(under), merge, upsert)
