@@ -275,7 +275,9 @@ class Delivery:
         stop: Answer | None = None
         renewed = time.monotonic()
         wave, oldest = _Wave(), 0.0
-        while queue or in_flight:
+        # Until nothing is in flight and nothing more may start: after a stop or past the
+        # deadline, what is still queued stays claimed until run() releases it.
+        while in_flight or (queue and stop is None and not self._halted(deadline)):
             while (
                 queue
                 and stop is None

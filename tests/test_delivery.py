@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from accoil_buffer import Buffer, Config
+from accoil_buffer import Buffer, Config, FlushReport
 from accoil_buffer.accoil_api import (
     DEFAULT_ENDPOINT,
     STAGING_ENDPOINT,
@@ -228,6 +228,30 @@ def test_transient_failures_are_retried_within_the_pass(
         ("2026-11-28", "u1", "track", "E"): 1,
         ("2026-11-28", "u1", "track", "F"): 1,
     }
+
+
+@pytest.mark.parametrize("cause", ["refused key", "flush timeout"])
+def test_a_pass_ends_on_a_stop_with_messages_still_queued(
+    database_url: str, fake: FakeAccoil, clock: Clock, cause: str
+) -> None:
+    # A claim holds more messages than are sent at once. When Accoil refused the key, or the
+    # flush's time ran out, while some were still queued, the pass spun at full CPU forever.
+    fake.behaviour = lambda _m: Reply(401) if cause == "refused key" else Reply(delay=0.05)
+    timeout = 0.01 if cause == "flush timeout" else None
+    reports: list[FlushReport] = []
+    with open_buffer(database_url, fake, clock, max_in_flight=2) as buf:
+        for i in range(10):
+            buf.track(f"u{i}", "E")
+        thread = threading.Thread(target=lambda: reports.append(buf.flush(timeout)), daemon=True)
+        thread.start()
+        thread.join(timeout=20)
+        assert not thread.is_alive()
+        assert not reports[0].ok
+        # Past the deadline nothing new starts: at most the two in flight got through.
+        assert buf.status()["pending"]["occurrences"] >= (10 if cause == "refused key" else 8)
+        fake.behaviour = lambda _m: Reply()
+        assert buf.flush().ok  # what the pass left queued was released, not lost
+    assert len(occurrences(fake.accepted())) == 10
 
 
 def test_a_long_retry_after_ends_the_pass_and_is_honoured(
