@@ -197,7 +197,7 @@ class Delivery:
         for letter in letters:
             answer = self._client.send(letter["payload"])
             if answer.verdict is Verdict.DELIVERED:
-                with self._database.write() as conn:
+                with self._database.write_between_folds() as conn:
                     deliveries.mark_replayed(conn, letter["id"], self._clock())
                 accepted += 1
             else:
@@ -206,7 +206,7 @@ class Delivery:
 
     def _claim(self, table: Table) -> list[_Job]:
         now = self._clock()
-        with self._database.write() as conn:
+        with self._database.write_between_folds() as conn:
             rows = deliveries.claim(
                 self._database,
                 conn,
@@ -320,7 +320,7 @@ class Delivery:
             )
             if wave.size and due:
                 outcomes = wave.result()
-                with self._database.write() as conn:
+                with self._database.write_between_folds() as conn:
                     deliveries.record(conn, self.holder, outcomes, self._clock())
                     if time.monotonic() - renewed > self._settings.lease.total_seconds() / 2:
                         deliveries.renew(conn, self.holder, self._clock() + self._settings.lease)
@@ -358,7 +358,7 @@ class Delivery:
         return answer, retrying.statistics.get("attempt_number", 1) - 1
 
     def _release(self) -> None:
-        with self._database.write() as conn:
+        with self._database.write_between_folds() as conn:
             deliveries.release(conn, self.holder)
 
     def _record_pass(
@@ -366,7 +366,7 @@ class Delivery:
     ) -> None:
         now = self._clock()
         accounted = report.delivered + report.dead_lettered
-        with self._database.write() as conn:
+        with self._database.write_between_folds() as conn:
             if stop is None:
                 if accounted:
                     deliveries.record_success(self._database, conn, now, report.delivered)

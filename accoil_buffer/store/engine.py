@@ -4,7 +4,8 @@ SQLite: WAL, ``BEGIN IMMEDIATE`` for every transaction (so writers queue on the 
 instead of failing with "database is locked" mid-transaction), the file created 0600, and
 ``fork()`` held until no connection is in use.
 PostgreSQL (psycopg 3): folds run in REPEATABLE READ under a session advisory lock, so a fold
-sees one snapshot of the outbox and deletes exactly the rows it counted.
+sees one snapshot of the outbox and deletes exactly the rows it counted; deliveries hold the
+same lock shared while they write, so no chunk is undone by their updates.
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection, StaticPool
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from accoil_buffer.config import Config
 from accoil_buffer.errors import ConfigError
@@ -127,15 +134,30 @@ class Database:
         with self.engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def write_between_folds(self) -> Iterator[Connection]:
+        """A write transaction that no fold chunk overlaps: on PostgreSQL it waits for the
+        chunk being folded, if any, and holds the next one off until it commits. Deliveries
+        write through it. A chunk folds in REPEATABLE READ, which fails on a row that another
+        transaction updated since its snapshot: with deliveries recording as fast as Accoil
+        answered, every chunk failed so, eight times over, and the fold gave up. SQLite's
+        writers already take turns (``BEGIN IMMEDIATE``)."""
+        with self.engine.begin() as conn:
+            if self.is_postgresql:
+                conn.execute(select(func.pg_advisory_xact_lock_shared(FOLD_LOCK)))
+            yield conn
+
     def run_fold(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a transaction that no other fold overlaps and that sees one snapshot.
 
-        Retried on PostgreSQL serialization failures (a delivery updated the same row).
+        Retried on PostgreSQL serialization failures: writers other than deliveries (which
+        keep between chunks) may still update a row the chunk upserts.
         """
         retrying = Retrying(
             retry=retry_if_exception(_is_retryable),
             stop=stop_after_attempt(8),
             wait=wait_random_exponential(multiplier=0.05, max=2),
+            before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,
         )
         for attempt in retrying:
@@ -148,6 +170,8 @@ class Database:
             with self.engine.begin() as conn:  # BEGIN IMMEDIATE serialises writers
                 return work(conn)
         with self.engine.connect() as conn:
+            # Taken before the transaction begins, so its snapshot follows every delivery
+            # that committed while this waited (see write_between_folds).
             conn.execute(select(func.pg_advisory_lock(FOLD_LOCK)))
             conn.commit()
             try:
