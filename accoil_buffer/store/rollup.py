@@ -2,10 +2,11 @@
 
 Each chunk of outbox rows is folded in one transaction together with the deletion of those rows,
 so a crash mid-fold neither loses nor double-counts. Counts, memberships and identity links are
-set-based (``INSERT … SELECT … GROUP BY … ON CONFLICT``). Trait merges read the chunk's
-identify/group rows once and write each changed user or account once: Segment's shallow merge
-(a key sent as null stays, as null) has no common SQL spelling on SQLite and PostgreSQL
-(SQLite's ``json_patch`` deletes null keys), and identify/group are a small share of traffic.
+set-based (``INSERT … SELECT … GROUP BY … ON CONFLICT``). Trait merges go through a chunk in
+steps, reading each step's identify/group rows once and writing each changed user or account
+once per step: Segment's shallow merge (a key sent as null stays, as null) has no common SQL
+spelling on SQLite and PostgreSQL (SQLite's ``json_patch`` deletes null keys), and
+identify/group are a small share of traffic.
 """
 
 from __future__ import annotations
@@ -170,16 +171,16 @@ def _now(now: datetime) -> ColumnElement[datetime]:
 
 
 def _link_identities(
-    database: Database, conn: Connection, chunk: ColumnElement[bool], now: datetime
+    database: Database, conn: Connection, step: ColumnElement[bool], now: datetime
 ) -> int:
     """identify (userId + anonymousId) and alias (previousId → userId) link ids; first link wins.
     Returns how many new links were made."""
     candidates = union(
         select(o.c.anonymous_id.label("anonymous_id"), o.c.user_id, o.c.id).where(
-            chunk, o.c.type == "identify", o.c.user_id.is_not(None), o.c.anonymous_id.is_not(None)
+            step, o.c.type == "identify", o.c.user_id.is_not(None), o.c.anonymous_id.is_not(None)
         ),
         select(o.c.previous_id.label("anonymous_id"), o.c.user_id, o.c.id).where(
-            chunk, o.c.type == "alias"
+            step, o.c.type == "alias"
         ),
     ).subquery()
     ranked = select(
@@ -245,11 +246,11 @@ def _move_linked_anonymous_data(
 def _fold_traits(
     database: Database,
     conn: Connection,
-    chunk: ColumnElement[bool],
+    step: ColumnElement[bool],
     new_links: ColumnElement[bool],
     now: datetime,
 ) -> None:
-    """Merge identify/group traits, chunk boundaries notwithstanding.
+    """Merge identify/group traits, chunk and step boundaries notwithstanding.
 
     What an anonymous id said before its link is its pool; at the link the pool fills gaps
     under the user's own traits (earlier links first), and after the link the anonymous id
@@ -283,7 +284,7 @@ def _fold_traits(
             links.c.outbox_id,
         )
         .select_from(_linked_outbox)
-        .where(chunk, o.c.type.in_(("identify", "group")))
+        .where(step, o.c.type.in_(("identify", "group")))
         .order_by(o.c.id),
         # Streamed (a server-side cursor on PostgreSQL): only the merged traits are kept.
         execution_options={"yield_per": _KEYS_PER_QUERY},
@@ -312,7 +313,7 @@ def _fold_traits(
 
 
 def _fold_memberships(
-    database: Database, conn: Connection, chunk: ColumnElement[bool], now: datetime
+    database: Database, conn: Connection, step: ColumnElement[bool], now: datetime
 ) -> None:
     _add_memberships(
         database,
@@ -324,7 +325,7 @@ def _fold_memberships(
             _now(now),
         )
         .select_from(_linked_outbox)
-        .where(chunk, o.c.type == "group", _subject.is_not(None))
+        .where(step, o.c.type == "group", _subject.is_not(None))
         .group_by(o.c.group_id, _subject),
     )
 
@@ -334,7 +335,7 @@ def _fold_memberships(
         select(o.c.anonymous_id, o.c.group_id, func.max(o.c.timestamp), func.max(o.c.received_at))
         .select_from(_linked_outbox)
         # A group action may name neither a user nor an anonymous id: traits only.
-        .where(chunk, o.c.type == "group", _unlinked, o.c.anonymous_id.is_not(None))
+        .where(step, o.c.type == "group", _unlinked, o.c.anonymous_id.is_not(None))
         .group_by(o.c.anonymous_id, o.c.group_id),
     )
     conn.execute(
