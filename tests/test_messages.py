@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -17,6 +19,7 @@ from accoil_buffer.messages import (
     Message,
     apply_batch,
     is_deliverable,
+    new_message_id,
     normalise,
 )
 
@@ -157,6 +160,32 @@ def test_message_id_is_kept_or_generated() -> None:
     # Time-ordered (version 7): the first 48 bits are the Unix time in milliseconds.
     assert all(before <= p.int >> 80 <= after for p in parsed)
     assert len(set(generated)) == 50
+
+
+def test_generated_ids_differ_in_a_forked_child_and_ignore_the_apps_seed() -> None:
+    def random_bits(ids: list[str]) -> set[int]:
+        return {uuid.UUID(i).int & (1 << 74) - 1 for i in ids}
+
+    state = random.getstate()
+    seeded_twice = []
+    for _ in range(2):
+        random.seed(7)  # an app (or its tests) seeding the global generator
+        seeded_twice.append(new_message_id())
+    random.setstate(state)
+    assert len(random_bits(seeded_twice)) == 2
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child sends its ids and leaves at once, without pytest's teardown
+        os.write(write, " ".join(new_message_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = [new_message_id() for _ in range(5)]
+    # Had the child inherited the parent's generator, it would have drawn the same bits.
+    assert len(child) == 5
+    assert not random_bits(child) & random_bits(parent)
 
 
 def test_type_is_case_insensitive_and_stored_lowercase() -> None:
