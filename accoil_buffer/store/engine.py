@@ -10,6 +10,7 @@ same lock shared while they write, so no chunk is undone by their updates.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -267,8 +268,14 @@ class DirectInsert:
         return conn.exec_driver_sql(self._one_row, self._values(row)).rowcount > 0
 
 
+@functools.lru_cache(maxsize=4096)
 def _sqlite_datetime(moment: datetime) -> str:
-    """The text SQLAlchemy's SQLite DATETIME stores for a UTC moment (naive means UTC)."""
+    """The text SQLAlchemy's SQLite DATETIME stores for a UTC moment (naive means UTC).
+
+    Cached: a message's ``received_at`` goes to the ledger and to the outbox, and is often its
+    timestamp too (or the whole batch's), and formatting was a fifth of the group writer's
+    time. Equal moments give equal text, whatever their offset. 4,096 moments cover the
+    ledger and outbox rows of the writer's largest batch (2,000 messages)."""
     if moment.tzinfo is UTC:  # every moment a message carries: its "+00:00" is cut off
         return moment.isoformat(" ", "microseconds")[:-6]
     if moment.tzinfo is not None:
