@@ -133,11 +133,13 @@ def normalise(
         notes.extend(TRAIT_NOT_NORMALISED for _ in unnormalised)
 
     message_id = as_id(cleaned.get("messageId"), "messageId") or new_message_id()
+    received = format_timestamp(received_at)
     cleaned.update(
         type=kind,
         messageId=message_id,
-        timestamp=format_timestamp(timestamp),
-        receivedAt=format_timestamp(received_at),
+        # A call without a timestamp happened when it was received: formatted once.
+        timestamp=received if timestamp is received_at else format_timestamp(timestamp),
+        receivedAt=received,
     )
     for key, value in (
         ("userId", user_id),
