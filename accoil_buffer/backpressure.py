@@ -39,6 +39,8 @@ class Bound:
             return self._known + amount <= self.limit
 
     def take(self, amount: int) -> None:
+        if self.limit <= 0:
+            return
         with self._lock:
             self._known += amount
 
