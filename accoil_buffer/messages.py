@@ -85,7 +85,7 @@ def normalise(
 
     ``received_at`` is the buffer's clock; it anchors clock-skew correction and the future clamp.
     """
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidMessage("message", f"must be a JSON object, got {_json_type(raw)}")
     cleaned = _clean(raw, ("message",), 0)
     for key in _NEVER_STORED:
@@ -205,7 +205,7 @@ def apply_batch(item: object, batch: Mapping[str, Any]) -> object:
 
 def is_deliverable(integrations: object) -> bool:
     """Apply Segment's Integrations object to our destination, with JavaScript truthiness."""
-    if not isinstance(integrations, Mapping):
+    if integrations is None or not isinstance(integrations, Mapping):
         return True
     ours = integrations.get(DESTINATION_NAME)
     if ours is False:
@@ -265,8 +265,19 @@ def parse_timestamp(value: object, field: str) -> datetime:
 
 
 def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and a ``Z``, as Segment's libraries write it."""
-    return _as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 in UTC with milliseconds and a ``Z``, as Segment's libraries write it.
+    ``isoformat(timespec="milliseconds")`` writes the same text in twice the time, and an
+    f-string with these format specs is slower still: this runs for every call."""
+    m = _as_utc(moment)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031
+        m.year,
+        m.month,
+        m.day,
+        m.hour,
+        m.minute,
+        m.second,
+        m.microsecond // 1000,
+    )
 
 
 def _event_time(message: Mapping[str, JSON], received_at: datetime) -> datetime:

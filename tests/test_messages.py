@@ -11,6 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from accoil_buffer.errors import InvalidMessage
 from accoil_buffer.messages import (
@@ -18,6 +20,7 @@ from accoil_buffer.messages import (
     TRAIT_NOT_NORMALISED,
     Message,
     apply_batch,
+    format_timestamp,
     is_deliverable,
     new_message_id,
     normalise,
@@ -190,6 +193,21 @@ def test_generated_ids_differ_in_a_forked_child_and_ignore_the_apps_seed() -> No
 
 def test_type_is_case_insensitive_and_stored_lowercase() -> None:
     assert accept(type="Track", userId="u", event="E").type == "track"
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2, 1, 1),
+        max_value=datetime(9998, 12, 31),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5)), timezone.max]),
+    )
+)
+def test_timestamps_are_written_as_segment_writes_them(moment: datetime) -> None:
+    text = format_timestamp(moment)
+    utc = moment.astimezone(UTC)
+    assert text == utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert text == format_timestamp(utc.replace(tzinfo=None))  # naive means UTC
+    assert format_timestamp(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
 
 
 @pytest.mark.parametrize(
