@@ -35,7 +35,7 @@ _NUMERIC = re.compile(r"[+-]?\d+(\.\d+)?")
 # json.dumps with these options builds a new one each time.
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # The random part of generated messageIds. Not os.urandom: a system call releases the GIL,
-# and in group mode the writer thread then holds it while the call waits (22% of a track
+# and in group mode the writer thread then holds it while the call waits (a fifth of a track
 # call, measured). Seeded from os.urandom, and again in a forked child, so processes never
 # share a sequence; our own instance, so an app's random.seed() cannot make ids repeat.
 _ID_BITS = random.Random()
