@@ -476,6 +476,54 @@ def test_a_closed_buffer_refuses_calls(buffer: Buffer) -> None:
         buffer.track("u1", "E")
 
 
+# A trigger that refuses inserts stands for any error the driver raises mid-transaction
+# (a full disk, a constraint someone added).
+_REFUSE = {
+    "sqlite": [
+        "CREATE TRIGGER refuse BEFORE INSERT ON {table} "
+        "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql "
+        "AS $$ BEGIN RAISE EXCEPTION 'refused by a trigger'; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ],
+}
+_ALLOW = {
+    "sqlite": ["DROP TRIGGER refuse"],
+    "postgresql": ["DROP TRIGGER refuse ON {table}", "DROP FUNCTION refuse()"],
+}
+
+
+@pytest.mark.parametrize("table", ["accoil_message_ids", "accoil_outbox"])
+def test_a_driver_error_while_storing_is_a_storage_error_and_stores_nothing(
+    database_url: str, clock: Clock, table: str
+) -> None:
+    kind = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    admin = create_engine(database_url)
+
+    def run(statements: list[str]) -> None:
+        with admin.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement.format(table=table))
+
+    batch = [{"type": "track", "userId": "u1", "event": "E", "messageId": f"m{i}"} for i in (2, 3)]
+    with Buffer(database_url, start=False, clock=clock, durability="sync") as buf:
+        run(_REFUSE[kind])
+        with pytest.raises(StorageError, match="refused by a trigger"):
+            buf.track("u1", "E", message_id="m1")  # one message: its own statements
+        with pytest.raises(StorageError, match="refused by a trigger"):
+            buf.ingest_many(batch)  # several: the ledger's RETURNING and executemany
+        run(_ALLOW[kind])
+        # Nothing of the failed transactions stayed, not even the messageIds they claimed.
+        buf.track("u1", "E", message_id="m1")
+        report = buf.ingest_many(batch)
+        buf.flush()
+    admin.dispose()
+    assert (report.stored, report.duplicates) == (2, 0)
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 3}
+
+
 def test_postgres_connections_dropped_by_the_server_are_replaced(
     postgres_database: str, clock: Clock
 ) -> None:
