@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +27,20 @@ POSTGRES_URL = os.environ.get(
     "ACCOIL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 TEMPLATE = f"accoil_test_template_{os.getpid()}"
+
+
+def fork(child: Callable[[], None]) -> int:
+    """Fork; the child runs ``child`` and leaves at once, without pytest's teardown, with exit
+    code 0, or 1 if it raised. Returns the child's pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            child()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    return pid
 
 
 class Clock:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from accoil_buffer.store import schema
 from accoil_buffer.store.engine import Database
 from accoil_buffer.writer import GroupWriter
 from tests import tables
-from tests.conftest import ROOT_DIR, Clock
+from tests.conftest import ROOT_DIR, Clock, fork
 
 
 def test_group_mode_returns_at_once_and_commits_on_flush(database_url: str, clock: Clock) -> None:
@@ -82,7 +81,7 @@ def test_fork_in_the_middle_of_a_stream(database_url: str, clock: Clock) -> None
             buf.track("child", "E", message_id=f"c{i}")
         buf.close()
 
-    pid = _fork(child)
+    pid = fork(child)
     for i in range(100, 200):
         buf.track("parent", "E", message_id=f"p{i}")
     today = clock.now.date()
@@ -114,7 +113,7 @@ def test_fork_while_a_thread_is_mid_transaction_on_sqlite(tmp_path: Path, clock:
         buf.track("child", "E", message_id="c0")
         buf.close()
 
-    pid = _fork(child)
+    pid = fork(child)
     holder.join()
     today = clock.now.date()
     assert _fold_once_the_child_is_done(pid, buf, url, clock) == {
@@ -149,20 +148,6 @@ def test_a_begin_that_outwaits_the_busy_timeout_is_a_storage_error(tmp_path: Pat
             holder.execute("ROLLBACK")
         buf.track("u", "E")  # the connection that failed to begin is still usable
         assert buf.status()["outbox"]["unfolded_messages"] == 1
-
-
-def _fork(child: Callable[[], None]) -> int:
-    """Fork; the child runs ``child`` and leaves at once, without pytest's teardown, with exit
-    code 0, or 1 if it raised. Returns the child's pid."""
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            child()
-        except BaseException:
-            code = 1
-        os._exit(code)
-    return pid
 
 
 def _fold_once_the_child_is_done(pid: int, buf: Buffer, url: str, clock: Clock) -> tables.Counts:

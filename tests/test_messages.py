@@ -25,6 +25,7 @@ from accoil_buffer.messages import (
     new_message_id,
     normalise,
 )
+from tests.conftest import fork
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -177,14 +178,15 @@ def test_generated_ids_differ_in_a_forked_child_and_ignore_the_apps_seed() -> No
     random.setstate(state)
     assert len(random_bits(seeded_twice)) == 2
     read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child sends its ids and leaves at once, without pytest's teardown
+
+    def send_ids() -> None:
         os.write(write, " ".join(new_message_id() for _ in range(5)).encode())
-        os._exit(0)
+
+    pid = fork(send_ids)
     os.close(write)
     with os.fdopen(read) as pipe:
         child = pipe.read().split()
-    os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     parent = [new_message_id() for _ in range(5)]
     # Had the child inherited the parent's generator, it would have drawn the same bits.
     assert len(child) == 5
