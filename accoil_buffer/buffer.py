@@ -28,7 +28,7 @@ from accoil_buffer.errors import ConfigError, InvalidMessage, StorageError
 from accoil_buffer.messages import Message, normalise
 from accoil_buffer.scheduler import Scheduler
 from accoil_buffer.store import deliveries, outbox, report, rollup
-from accoil_buffer.store.engine import Database, if_alive
+from accoil_buffer.store.engine import Database, Executor, if_alive
 from accoil_buffer.store.migrate import ensure_schema
 from accoil_buffer.writer import GroupWriter
 
@@ -449,8 +449,10 @@ class Buffer:
             self._writer.flush(self.config.close_timeout_seconds)
 
         def write() -> outbox.AppendResult:
-            with self._database.write(connection) as conn:
-                return self._store(conn, messages, rejected=rejected, today=today)
+            if connection is not None:
+                return self._store(connection, messages, rejected=rejected, today=today)
+            with self._database.direct_write() as transaction:
+                return self._store(transaction, messages, rejected=rejected, today=today)
 
         result = self._guard(write)
         self._wrote = True
@@ -462,12 +464,12 @@ class Buffer:
 
     def _commit(self, messages: Sequence[Message]) -> None:
         """The group writer's transaction."""
-        with self._database.write() as conn:
-            self._store(conn, messages)
+        with self._database.direct_write() as transaction:
+            self._store(transaction, messages)
 
     def _store(
         self,
-        conn: Connection,
+        conn: Executor,
         messages: Sequence[Message],
         *,
         rejected: int = 0,

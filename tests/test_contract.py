@@ -542,6 +542,40 @@ def test_postgres_connections_dropped_by_the_server_are_replaced(
     assert tables.counts(postgres_database) == {(TODAY, "u1", "track", "E"): 2}
 
 
+@pytest.mark.parametrize("durability", ["sync", "group"])
+def test_a_postgres_connection_lost_mid_write_loses_nothing(
+    postgres_database: str, clock: Clock, durability: str
+) -> None:
+    # The server ends the session inside the outbox insert: the call (sync) or the writer's
+    # commit (group) fails, and the next write gets a new connection.
+    admin = create_engine(postgres_database)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION hang_up() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER hang_up BEFORE INSERT ON accoil_outbox "
+            "FOR EACH ROW EXECUTE FUNCTION hang_up()"
+        )
+    with Buffer(postgres_database, start=False, clock=clock, durability=durability) as buf:
+        if durability == "sync":
+            lost = r"server closed the connection|terminating connection"  # by libpq version
+            with pytest.raises(StorageError, match=lost):
+                buf.track("u1", "E", message_id="m1")
+        else:
+            buf.track("u1", "E", message_id="m1")
+            with pytest.raises(StorageError, match="not committed"):
+                buf.flush(timeout=1)
+        with admin.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER hang_up ON accoil_outbox")
+        if durability == "sync":
+            buf.track("u1", "E", message_id="m1")  # its claim in the ledger was rolled back
+        buf.flush()
+    admin.dispose()
+    assert tables.counts(postgres_database) == {(TODAY, "u1", "track", "E"): 1}
+
+
 def test_traits_after_a_link_speak_for_the_user_across_folds(
     buffer: Buffer, database_url: str
 ) -> None:

@@ -17,9 +17,10 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import (
@@ -127,13 +128,29 @@ class Database:
         return query.with_for_update(skip_locked=True) if self.is_postgresql else query
 
     @contextmanager
-    def write(self, connection: Connection | None = None) -> Iterator[Connection]:
-        """A write transaction, or the caller's own connection and transaction when given."""
-        if connection is not None:
-            yield connection
-            return
+    def write(self) -> Iterator[Connection]:
+        """A write transaction."""
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def direct_write(self) -> Iterator[DirectTransaction]:
+        """A write transaction for SQL executed directly (the buffer's appends): begun and
+        committed as ``write()`` would (``BEGIN IMMEDIATE`` on SQLite), without SQLAlchemy's
+        transaction and statement machinery. Around one message in sync mode (begin, two
+        inserts, commit) that machinery cost as much as SQLite's own work at
+        ``synchronous = NORMAL``."""
+        transaction = DirectTransaction(self.engine)
+        try:
+            transaction.begin()
+            try:
+                yield transaction
+                transaction.commit()
+            except BaseException:
+                transaction.rollback()
+                raise
+        finally:
+            transaction.close()
 
     @contextmanager
     def write_between_folds(self) -> Iterator[Connection]:
@@ -215,6 +232,105 @@ class Database:
         self.engine.dispose()
 
 
+class Rows(Protocol):
+    """What a statement executed directly gives back."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+
+class Executor(Protocol):
+    """Executes SQL as the driver takes it: a ``Connection``, or a ``DirectTransaction``."""
+
+    def exec_driver_sql(self, statement: str, parameters: Any = None) -> Rows: ...
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    rowcount: int
+    rows: list[Any]
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+
+class DirectTransaction:
+    """A transaction on a pooled driver connection (see ``Database.direct_write``).
+
+    Driver errors are raised as SQLAlchemy raises them, and a lost connection is invalidated
+    as SQLAlchemy would do it, so callers handle one kind of error whichever path wrote."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._dialect = engine.dialect
+        self._hide_parameters = engine.hide_parameters
+        try:
+            self._driver = engine.raw_connection()
+        except self._dialect.loaded_dbapi.Error as exc:
+            raise self._translated(exc, "connect", None, lost=False) from exc
+        self._cursor = self._driver.cursor()
+        self._lost = False
+
+    def begin(self) -> None:
+        self._run("BEGIN", None, self._dialect.do_begin)
+
+    def commit(self) -> None:
+        self._run("COMMIT", None, self._dialect.do_commit)
+
+    def rollback(self) -> None:
+        """Best effort: the error that made the caller roll back is the one to report. A
+        lost connection has nothing to roll back (the server did)."""
+        if self._lost:
+            return
+        try:
+            self._run("ROLLBACK", None, self._dialect.do_rollback)
+        except DBAPIError:
+            log.warning("could not roll back a direct write transaction", exc_info=True)
+
+    def close(self) -> None:
+        """Return the connection to the pool."""
+        self._driver.close()
+
+    def exec_driver_sql(self, statement: str, parameters: Any = None) -> _Fetched:
+        """Execute ``statement`` once (``parameters`` a tuple) or for each of a list of tuples,
+        as ``Connection.exec_driver_sql`` does; rows it returns are read at once."""
+
+        def execute(_: PoolProxiedConnection) -> _Fetched:
+            if isinstance(parameters, list):
+                self._cursor.executemany(statement, parameters)
+            else:
+                self._cursor.execute(statement, parameters or ())
+            rows = list(self._cursor.fetchall()) if self._cursor.description else []
+            return _Fetched(self._cursor.rowcount, rows)
+
+        return self._run(statement, parameters, execute)
+
+    def _run(
+        self, statement: str, parameters: Any, action: Callable[[PoolProxiedConnection], T]
+    ) -> T:
+        try:
+            return action(self._driver)
+        except self._dialect.loaded_dbapi.Error as exc:
+            self._lost = self._dialect.is_disconnect(exc, self._driver, self._cursor)
+            if self._lost:
+                self._driver.invalidate(exc)
+            raise self._translated(exc, statement, parameters, lost=self._lost) from exc
+
+    def _translated(
+        self, exc: Exception, statement: str, parameters: Any, *, lost: bool
+    ) -> BaseException:
+        return DBAPIError.instance(
+            statement,
+            parameters,
+            exc,
+            self._dialect.loaded_dbapi.Error,
+            hide_parameters=self._hide_parameters,
+            connection_invalidated=lost,
+            dialect=self._dialect,
+        )
+
+
 class DirectInsert:
     """An INSERT of many rows, executed directly (``exec_driver_sql``) with values converted
     as the columns' types would convert them: SQLAlchemy's per-row processing was about a
@@ -245,7 +361,7 @@ class DirectInsert:
             values[i] = convert(values[i])
         return tuple(values)
 
-    def run(self, conn: Connection, rows: Sequence[Sequence[object]]) -> list[Any]:
+    def run(self, conn: Executor, rows: Sequence[Sequence[object]]) -> list[Any]:
         """Insert ``rows`` 1,000 at a time (a 10,000-message batch bound at once held about
         30 MB of parameters) and return what the RETURNING clause gave, if any. With one,
         each slice is one multi-row statement, so that RETURNING reports every row."""
@@ -258,10 +374,10 @@ class DirectInsert:
             rows_sql = ", ".join([self._row] * len(part))
             sql = self._head + rows_sql + self._on_conflict + self._returning
             flat = tuple(value for row in part for value in row)
-            returned.extend(conn.exec_driver_sql(sql, flat).scalars().all())
+            returned.extend(row[0] for row in conn.exec_driver_sql(sql, flat).fetchall())
         return returned
 
-    def run_one(self, conn: Connection, row: Sequence[object]) -> bool:
+    def run_one(self, conn: Executor, row: Sequence[object]) -> bool:
         """Insert one row, without its RETURNING clause; whether it was inserted (and not
         skipped by the ON CONFLICT clause). Reading a RETURNING result back cost three times
         the insert itself (60 against 17 us), which a call in sync mode paid every time."""

@@ -6,13 +6,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-
-from sqlalchemy import Connection
+from typing import NamedTuple
 
 from accoil_buffer.mappings import PRESETS, Mappings
 from accoil_buffer.messages import Message
 from accoil_buffer.store import schema
-from accoil_buffer.store.engine import Database, DirectInsert
+from accoil_buffer.store.engine import Database, DirectInsert, Executor
 
 DUPLICATE_MESSAGE_ID = "duplicate_message_id"
 FILTERED_INTEGRATIONS = "filtered_integrations"
@@ -30,7 +29,7 @@ class AppendResult:
 
 def append(
     database: Database,
-    conn: Connection,
+    conn: Executor,
     messages: Sequence[Message],
     *,
     mappings: Mappings = PRESETS,
@@ -63,12 +62,12 @@ def append(
     fresh = [m for m in unique if m.message_id in claimed]
     deliverable = [m for m in fresh if m.deliverable]
     routed = mappings.route(deliverable)
-    _, outbox_insert, posts_insert = _inserts(database)
+    inserts = _inserts(database)
     if routed.rows:
         rows = [_outbox_row(m, keep_payload=keep_payloads) for m in routed.rows]
-        outbox_insert.run(conn, rows)
+        inserts.outbox.run(conn, rows)
     if routed.posts:
-        posts_insert.run(conn, [_post_row(m) for m in routed.posts])
+        inserts.posts.run(conn, [_post_row(m) for m in routed.posts])
     today = messages[0].received_at.date()
     counts = Counter({(today, reason): n for reason, n in routed.counts.items()})
     duplicates = len(messages) - len(fresh)
@@ -82,20 +81,11 @@ def append(
     return AppendResult(stored=len(deliverable), duplicates=duplicates, filtered=filtered)
 
 
-def record_drops(database: Database, conn: Connection, counts: Counter[tuple[date, str]]) -> None:
+def record_drops(database: Database, conn: Executor, counts: Counter[tuple[date, str]]) -> None:
     """Add to the per-day, per-reason counters in ``accoil_drops``."""
-    rows = [{"day": day, "reason": reason, "count": n} for (day, reason), n in counts.items() if n]
-    if not rows:
-        return
-    table = schema.drops
-    stmt = database.insert(table)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[table.c.day, table.c.reason],
-            set_={"count": table.c.count + stmt.excluded["count"]},
-        ),
-        sorted(rows, key=lambda r: (r["day"], r["reason"])),  # a fixed lock order
-    )
+    rows = sorted((day, reason, n) for (day, reason), n in counts.items() if n)  # lock order
+    if rows:
+        _inserts(database).drops.run(conn, rows)
 
 
 _OUTBOX_COLUMNS = (
@@ -114,32 +104,49 @@ _OUTBOX_COLUMNS = (
 )
 
 
-_INSERTS: dict[bool, tuple[DirectInsert, DirectInsert, DirectInsert]] = {}
+class _Inserts(NamedTuple):
+    ledger: DirectInsert
+    outbox: DirectInsert
+    posts: DirectInsert
+    drops: DirectInsert
 
 
-def _inserts(database: Database) -> tuple[DirectInsert, DirectInsert, DirectInsert]:
-    """The ledger's claim (``ON CONFLICT DO NOTHING RETURNING``, spelled alike by both
-    databases), the outbox's and the posts' inserts, built once per kind of database."""
+_INSERTS: dict[bool, _Inserts] = {}
+
+
+def _inserts(database: Database) -> _Inserts:
+    """The ledger's claim, the outbox's, the posts' and the drop counters' inserts, built once
+    per kind of database; their ``ON CONFLICT`` and ``RETURNING`` clauses are spelled alike by
+    both."""
     kind = database.is_postgresql
     if kind not in _INSERTS:
-        _INSERTS[kind] = (
-            DirectInsert(
+        _INSERTS[kind] = _Inserts(
+            ledger=DirectInsert(
                 database,
                 schema.message_ids,
                 ("message_id", "received_at"),
                 on_conflict=" ON CONFLICT (message_id) DO NOTHING",
                 returning=" RETURNING message_id",
             ),
-            DirectInsert(database, schema.outbox, _OUTBOX_COLUMNS),
-            DirectInsert(database, schema.posts, ("message_id", "type", "payload", "received_at")),
+            outbox=DirectInsert(database, schema.outbox, _OUTBOX_COLUMNS),
+            posts=DirectInsert(
+                database, schema.posts, ("message_id", "type", "payload", "received_at")
+            ),
+            drops=DirectInsert(
+                database,
+                schema.drops,
+                ("day", "reason", "count"),
+                on_conflict=(
+                    " ON CONFLICT (day, reason) DO UPDATE"
+                    f" SET count = {schema.drops.name}.count + excluded.count"
+                ),
+            ),
         )
     return _INSERTS[kind]
 
 
-def _claim_message_ids(
-    database: Database, conn: Connection, messages: Sequence[Message]
-) -> set[str]:
-    ledger, _, _ = _inserts(database)
+def _claim_message_ids(database: Database, conn: Executor, messages: Sequence[Message]) -> set[str]:
+    ledger = _inserts(database).ledger
     if len(messages) == 1:  # a call in sync mode, or inside the app's own transaction
         (message,) = messages
         claimed = ledger.run_one(conn, (message.message_id, message.received_at))
