@@ -8,6 +8,7 @@ ready, or raises ``InvalidMessage`` naming the field. It never stores anything i
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -22,12 +23,15 @@ from typing import Any
 
 from accoil_buffer.errors import InvalidMessage
 
+log = logging.getLogger(__name__)
+
 DESTINATION_NAME = "Accoil Analytics"
 TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 EVENT_KINDS = ("track", "page", "screen")
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_ID_LENGTH = 255
 MAX_DEPTH = 32
+_MAX_ID_BITS = 850  # an integer id of this many bits has about MAX_ID_LENGTH digits
 # A Unix time above this is taken as milliseconds: 1e11 seconds is the year 5138.
 _MILLISECONDS_THRESHOLD = 1e11
 _NUMERIC = re.compile(r"[+-]?\d+(\.\d+)?")
@@ -84,7 +88,19 @@ def normalise(
     """Validate ``raw`` (a Segment message as a dict) and return it normalised.
 
     ``received_at`` is the buffer's clock; it anchors clock-skew correction and the future clamp.
+    Any other failure while validating also becomes ``InvalidMessage``: one odd message must
+    never fail the batch it came in.
     """
+    try:
+        return _normalise(raw, received_at, future_margin)
+    except InvalidMessage:
+        raise
+    except Exception as exc:
+        log.warning("a message could not be validated", exc_info=True)
+        raise InvalidMessage("message", f"could not be validated ({type(exc).__name__})") from exc
+
+
+def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> Message:
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidMessage("message", f"must be a JSON object, got {_json_type(raw)}")
     cleaned = _clean(raw, ("message",), 0)
@@ -230,11 +246,11 @@ def normalise_traits(
             unnormalised.append(key)
     mrr = result.get("mrr")
     if group and mrr is not None and not _is_number(mrr):
-        if isinstance(mrr, str) and _NUMERIC.fullmatch(mrr.strip()):
-            number = float(mrr)
-            result["mrr"] = int(number) if number.is_integer() else number
-        else:
+        number = _number(mrr)
+        if number is None:
             unnormalised.append("mrr")
+        else:
+            result["mrr"] = number
     return result, unnormalised
 
 
@@ -247,13 +263,13 @@ def parse_timestamp(value: object, field: str) -> datetime:
     if isinstance(value, str) and _NUMERIC.fullmatch(value.strip()):
         value = float(value)
     if _is_number(value):
-        seconds = float(value)  # type: ignore[arg-type]
-        if abs(seconds) >= _MILLISECONDS_THRESHOLD:
-            seconds /= 1000
         try:
+            seconds = float(value)  # type: ignore[arg-type]
+            if abs(seconds) >= _MILLISECONDS_THRESHOLD:
+                seconds /= 1000
             return datetime.fromtimestamp(seconds, UTC)
         except (OverflowError, OSError, ValueError) as exc:
-            raise InvalidMessage(field, f"Unix time {value!r} is out of range") from exc
+            raise InvalidMessage(field, "is a Unix time out of range") from exc
     if isinstance(value, str):
         try:
             return _as_utc(datetime.fromisoformat(value.strip()))
@@ -316,7 +332,11 @@ def as_id(value: JSON, field: str) -> str | None:
     """An id as Segment stores it: a string (numbers converted), or None when absent or empty."""
     if value is None or value == "":
         return None
-    if _is_number(value):
+    if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
+        if value.bit_length() > _MAX_ID_BITS:
+            raise InvalidMessage(field, f"is a number of more than {MAX_ID_LENGTH} digits")
+        text = str(value)  # exact: through a float, ids above 2**53 would merge
+    elif _is_number(value):
         number = float(value)
         text = str(int(number)) if number.is_integer() else repr(number)
     elif isinstance(value, str):
@@ -359,7 +379,7 @@ def _clean(value: object, path: tuple[str, ...], depth: int) -> Any:
         return [_clean(e, (*path, f"[{i}]"), depth + 1) for i, e in enumerate(elements)]
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidMessage(_dotted(path), f"{value!r} is not a JSON number")
+            raise InvalidMessage(_dotted(path), f"{value!r} is not a JSON number (too large?)")
         return value
     if isinstance(value, bool | int | str):
         return _clean(value, path, depth)  # a subclass: treated as its base type
@@ -396,9 +416,26 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 def _is_number(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool):
         return False
-    return math.isfinite(value)
+    if isinstance(value, int):
+        return True  # math.isfinite would overflow on an int past a double's range
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _number(text: object) -> int | float | None:
+    """A numeric string as a number (an integral one exactly), or None if it is not one."""
+    if not isinstance(text, str) or not _NUMERIC.fullmatch(text.strip()):
+        return None
+    if "." not in text:
+        try:
+            return int(text)
+        except ValueError:  # past Python's limit on digits: no amount of money
+            return None
+    number = float(text)
+    if not math.isfinite(number):
+        return None
+    return int(number) if number.is_integer() else number
 
 
 def _js_truthy(value: object) -> bool:

@@ -6,6 +6,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -422,3 +423,54 @@ def test_batch_context_integrations_and_sent_at_merge_under_the_item() -> None:
 )
 def test_error_paths_point_into_nested_values(message: dict[str, Any], field: str) -> None:
     assert reject(message).field == field
+
+
+HUGE = 10**400
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ({"type": "track", "userId": HUGE, "event": "E"}, "userId"),
+        ({"type": "track", "userId": "u", "event": "E", "timestamp": HUGE}, "timestamp"),
+        ({"type": "track", "userId": "u", "event": "E", "sentAt": -HUGE}, "sentAt"),
+        ({"type": "track", "userId": "u", "event": "E", "properties": {"n": 1e400}}, "message"),
+    ],
+)
+def test_a_huge_number_is_its_messages_rejection(message: dict[str, Any], field: str) -> None:
+    error = reject(message)
+    assert error.field.split(".")[0] == field
+
+
+def test_huge_numbers_in_traits_are_kept_as_given() -> None:
+    created = accept(type="identify", userId="u", traits={"createdAt": HUGE})
+    assert created.traits == {"createdAt": HUGE}
+    assert created.notes == (TRAIT_NOT_NORMALISED,)
+    group = accept(type="group", userId="u", groupId="g", traits={"mrr": HUGE})
+    assert group.traits == {"mrr": HUGE}
+    spelled = accept(type="group", userId="u", groupId="g", traits={"mrr": str(HUGE)})
+    assert spelled.traits == {"mrr": HUGE}  # exactly, not through a float
+
+
+def test_integer_ids_past_two_to_the_53_stay_distinct() -> None:
+    first = accept(type="track", userId=18446744073709551616, event="E")
+    second = accept(type="track", userId=18446744073709551617, event="E")
+    assert (first.user_id, second.user_id) == ("18446744073709551616", "18446744073709551617")
+    assert accept(type="track", userId=12.0, event="E").user_id == "12"
+    assert accept(type="track", userId=1.5, event="E").user_id == "1.5"
+
+
+def test_an_unexpected_failure_while_validating_is_a_rejection() -> None:
+    class Exploding(Mapping[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            raise LookupError(key)
+
+        def __iter__(self) -> Iterator[str]:
+            raise LookupError("no keys")
+
+        def __len__(self) -> int:
+            return 1
+
+    error = reject({"type": "track", "userId": "u", "event": "E", "properties": Exploding()})
+    assert error.field == "message"
+    assert "could not be validated (LookupError)" in str(error)
