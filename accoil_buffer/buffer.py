@@ -25,7 +25,7 @@ from accoil_buffer.backpressure import Backpressure, Bound
 from accoil_buffer.config import Config, load_config
 from accoil_buffer.delivery import Delivery, DeliveryReport, DeliverySettings
 from accoil_buffer.errors import ConfigError, InvalidMessage, StorageError
-from accoil_buffer.messages import Message, normalise
+from accoil_buffer.messages import Message, format_timestamp, normalise
 from accoil_buffer.scheduler import Scheduler
 from accoil_buffer.store import deliveries, outbox, report, rollup
 from accoil_buffer.store.engine import Database, Executor, if_alive
@@ -80,6 +80,35 @@ class FlushReport:
     def ok(self) -> bool:
         """False when delivery met a failure or left work undone."""
         return self.delivery is None or (self.delivery.failure is None and self.delivery.complete)
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the buffer can store messages now, and how delivery is going: ``delivery`` is
+    ``off`` (no API key), ``delivering``, ``offline`` (Accoil unreachable or failing; retried
+    with backoff) or ``paused`` (Accoil refused the key), or ``unknown`` if the database
+    cannot be read."""
+
+    storing: bool
+    delivery: str
+    problem: str | None = None  # why it cannot store
+    paused_reason: str | None = None
+    offline_since: datetime | None = None
+
+    def document(self) -> dict[str, Any]:
+        """The JSON body of the sidecar's ``/health``."""
+        document: dict[str, Any] = {
+            "status": "ok" if self.storing else "unavailable",
+            "storing": self.storing,
+            "delivery": self.delivery,
+        }
+        if self.problem:
+            document["problem"] = self.problem
+        if self.paused_reason:
+            document["paused_reason"] = self.paused_reason
+        if self.offline_since:
+            document["offline_since"] = format_timestamp(self.offline_since)
+        return document
 
 
 class Buffer:
@@ -151,6 +180,7 @@ class Buffer:
         else:
             log.info("no api_key is set: events are buffered, delivery to Accoil is off")
         self._closed = False
+        self._write_failure: str | None = None  # the last write's error, until one succeeds
         self._wrote = False  # close() folds only if this instance appended something
         self._backpressure = Backpressure(
             Bound("max_outbox_rows", config.max_outbox_rows, self._waiting, "rows waiting"),
@@ -345,6 +375,41 @@ class Buffer:
 
         self._guard(ask)
 
+    def health(self) -> Health:
+        """Whether a message sent now would be stored, and how delivery is going. While the
+        last write failed (a full disk, say), each call tries a write that changes nothing,
+        so the answer turns healthy as soon as the database takes writes again."""
+
+        def check() -> dict[str, Any]:
+            if self._write_failure is not None:
+                with self._database.write() as conn:
+                    outbox.probe_write(conn, self._clock())
+                self._write_failure = None
+            with self._database.engine.connect() as conn:
+                return deliveries.state(conn)
+
+        try:
+            state = self._guard(check)
+        except StorageError as exc:
+            return Health(storing=False, delivery="unknown", problem=str(exc))
+        writer_error = None if self._writer is None else self._writer.last_error
+        problem = None if writer_error is None else f"queued messages fail: {writer_error}"
+        if self._client is None:
+            delivery = "off"
+        elif state["paused_reason"]:
+            delivery = "paused"
+        elif state["offline_since"]:
+            delivery = "offline"
+        else:
+            delivery = "delivering"
+        return Health(
+            storing=writer_error is None,
+            delivery=delivery,
+            problem=problem,
+            paused_reason=state["paused_reason"],
+            offline_since=state["offline_since"],
+        )
+
     def dead_letters(self) -> list[dict[str, Any]]:
         """Messages Accoil refused (400, 413, other 4xx) and not yet replayed."""
 
@@ -454,7 +519,12 @@ class Buffer:
             with self._database.direct_write() as transaction:
                 return self._store(transaction, messages, rejected=rejected, today=today)
 
-        result = self._guard(write)
+        try:
+            result = self._guard(write)
+        except StorageError as exc:
+            self._write_failure = str(exc)
+            raise
+        self._write_failure = None
         self._wrote = True
         return result
 

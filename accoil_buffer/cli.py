@@ -18,7 +18,7 @@ import click
 from accoil_buffer.accoil_api import AccoilClient, Verdict, action_body
 from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, load_config
-from accoil_buffer.errors import AccoilBufferError, InvalidMessage
+from accoil_buffer.errors import AccoilBufferError, InvalidMessage, ListenError
 from accoil_buffer.mappings import links
 from accoil_buffer.messages import MAX_MESSAGE_BYTES, normalise
 from accoil_buffer.server import serve as run_server
@@ -27,6 +27,14 @@ from accoil_buffer.store.migrate import head_revision, upgrade
 
 F = TypeVar("F", bound=Callable[..., Any])
 IMPORT_BATCH = 1000
+
+
+class _CannotListen(click.ClickException):
+    """serve's port is taken: exit 3, uvicorn's own code for a failed start."""
+
+    exit_code = 3
+
+
 # A line longer than this cannot hold a 32 KB message, however it is spaced or escaped.
 MAX_LINE_BYTES = 32 * MAX_MESSAGE_BYTES
 
@@ -77,9 +85,13 @@ def serve(config: Config, host: str | None, port: int | None) -> None:
     server = dataclasses.replace(
         config.server, host=host or config.server.host, port=port or config.server.port
     )
-    run_server(
-        dataclasses.replace(config, server=server), announce=lambda line: click.echo(line, err=True)
-    )
+    try:
+        run_server(
+            dataclasses.replace(config, server=server),
+            announce=lambda line: click.echo(line, err=True),
+        )
+    except ListenError as exc:
+        raise _CannotListen(str(exc)) from exc
 
 
 @main.command()

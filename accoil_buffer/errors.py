@@ -2,6 +2,7 @@
 
     AccoilBufferError
     ├── ConfigError        a configuration key has a bad value (names the key)
+    ├── ListenError        the sidecar cannot bind its address (the port is taken)
     ├── InvalidMessage     a call or message breaks the Segment spec (names the field);
     │                      nothing of it was stored
     ├── SchemaError        the database schema is behind (names `accoil-buffer migrate`)
@@ -21,6 +22,10 @@ class AccoilBufferError(Exception):
 
 class ConfigError(AccoilBufferError):
     """A configuration value is missing, unknown or of the wrong type."""
+
+
+class ListenError(AccoilBufferError):
+    """The sidecar daemon cannot listen on its host and port."""
 
 
 class InvalidMessage(AccoilBufferError, ValueError):

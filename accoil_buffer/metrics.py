@@ -88,6 +88,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.responses = Counter(
+            "accoil_buffer_http_responses",
+            "Answers of the HTTP API, by status (503: storage failing; 500: a defect)",
+            ["status"],
+            registry=self.registry,
+        )
         self.registry.register(_StatusCollector(status))
 
     def render(self) -> bytes:

@@ -10,6 +10,7 @@ would lose the valid messages with the invalid.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -17,6 +18,7 @@ import ipaddress
 import json
 import logging
 import signal
+import socket
 import threading
 import zlib
 from collections.abc import Callable
@@ -28,10 +30,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, ServerConfig
-from accoil_buffer.errors import AccoilBufferError, ConfigError, StorageError
+from accoil_buffer.errors import AccoilBufferError, ConfigError, ListenError, StorageError
 from accoil_buffer.messages import apply_batch
 from accoil_buffer.metrics import CONTENT_TYPE, Metrics
 
@@ -54,6 +58,33 @@ ENDPOINTS = {
     "b": "batch",
 }
 SHUTDOWN_GRACE_SECONDS = 10
+# A client has this long to send a request's headers, and then its body: a connection that
+# never finishes them is closed instead of held forever.
+HEADER_TIMEOUT_SECONDS = 10.0
+BODY_TIMEOUT_SECONDS = 30.0
+KEEP_ALIVE_SECONDS = 5
+MAX_CONNECTIONS = 1000  # past this, uvicorn answers 503, which Segment's libraries retry
+# Top-level fields a rejection may be counted under; anything else is counted as "message",
+# so a client cannot grow the metrics without bound with field names of its own.
+_REJECTION_FIELDS = frozenset(
+    {
+        "type",
+        "userId",
+        "anonymousId",
+        "groupId",
+        "previousId",
+        "messageId",
+        "event",
+        "name",
+        "traits",
+        "properties",
+        "context",
+        "integrations",
+        "timestamp",
+        "originalTimestamp",
+        "sentAt",
+    }
+)
 
 
 class _Refusal(Exception):
@@ -92,11 +123,17 @@ async def _read_body(request: Request) -> bytes:
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise _Refusal(400, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _Refusal(400, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise _Refusal(400, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise _Refusal(
+            408, "timeout", f"the body did not arrive within {BODY_TIMEOUT_SECONDS:.0f} s"
+        ) from exc
     raw = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "identity":
@@ -117,9 +154,37 @@ async def _read_body(request: Request) -> bytes:
     return body
 
 
+def _parse(body: bytes) -> Any:
+    """The JSON document; an integer past Python's digit limit becomes infinity, so that it
+    is refused as its own message's out-of-range number instead of failing its whole batch."""
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+    return json.loads(body, parse_int=_bounded_int)
+
+
+def _bounded_int(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float("inf")
+
+
+def _rejection_reason(field: str) -> str:
+    top = field.removeprefix("message.").split(".", 1)[0].split("[", 1)[0]
+    return top if top in _REJECTION_FIELDS else "message"
+
+
 def _write_key(request: Request, body: dict[str, Any]) -> str | None:
     if isinstance(body.get("writeKey"), str):
         return str(body["writeKey"])
+    return _basic_user(request)
+
+
+def _basic_user(request: Request) -> str | None:
+    """The user part of Basic auth: Segment's libraries send the write key there."""
     header = request.headers.get("authorization", "")
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
@@ -138,7 +203,7 @@ class Sidecar:
         self._buffer = buffer
         self._write_keys = [key.encode() for key in server.write_keys]
         self.metrics = Metrics(buffer.status)
-        self.app = Starlette(
+        routes = Starlette(
             routes=[
                 Route("/v1/{endpoint}", self.ingest, methods=["POST"]),
                 Route("/health", self.health, methods=["GET"]),
@@ -146,6 +211,7 @@ class Sidecar:
                 Route("/v1/status", self.status, methods=["GET"]),
             ]
         )
+        self.app = _CountAnswers(routes, self.metrics)
 
     def _authorised(self, key: str | None) -> bool:
         if not self._write_keys:
@@ -158,7 +224,7 @@ class Sidecar:
         if kind is None:
             return _error(404, "not_found", f"no endpoint {request.url.path}")
         try:
-            body = json.loads(await _read_body(request))
+            body = _parse(await _read_body(request))
             if not isinstance(body, dict):
                 raise _Refusal(400, "invalid_json", "body must be a JSON object")
             if not self._authorised(_write_key(request, body)):
@@ -182,7 +248,7 @@ class Sidecar:
             return _error(503, "unavailable", "the buffer cannot store messages now; retry")
         refused = {rejection.index for rejection in report.rejected}
         for rejection in report.rejected:
-            self.metrics.rejected.labels(rejection.error.field).inc()
+            self.metrics.rejected.labels(_rejection_reason(rejection.error.field)).inc()
         for index, message in enumerate(messages):
             if index not in refused and isinstance(message, dict):
                 self.metrics.accepted.labels(str(message.get("type")).lower()).inc()
@@ -197,38 +263,131 @@ class Sidecar:
         return JSONResponse(answer)
 
     async def health(self, _request: Request) -> Response:
-        try:
-            await run_in_threadpool(self._buffer.ping)
-        except StorageError as exc:
-            return JSONResponse({"status": "unavailable", "database": str(exc)}, 503)
-        return JSONResponse({"status": "ok"})
+        health = await run_in_threadpool(self._buffer.health)
+        return JSONResponse(health.document(), 200 if health.storing else 503)
 
-    async def status(self, _request: Request) -> Response:
-        return await self._document(self._buffer.status, JSONResponse)
+    async def status(self, request: Request) -> Response:
+        return await self._document(request, self._buffer.status, JSONResponse)
 
-    async def prometheus(self, _request: Request) -> Response:
+    async def prometheus(self, request: Request) -> Response:
         def text(payload: bytes) -> Response:
             return Response(payload, media_type=CONTENT_TYPE)
 
-        return await self._document(self.metrics.render, text)
+        return await self._document(request, self.metrics.render, text)
 
     async def _document(
-        self, read: Callable[[], Any], respond: Callable[[Any], Response]
+        self, request: Request, read: Callable[[], Any], respond: Callable[[Any], Response]
     ) -> Response:
+        """Status and metrics show the endpoint, errors and volumes: with write keys set (the
+        daemon may listen beyond loopback), only a holder of a write key may read them."""
+        if not self._authorised(_basic_user(request)):
+            return _error(401, "unauthorized", "a write key is required (Basic auth)")
         try:
             return respond(await run_in_threadpool(read))
         except StorageError as exc:
             return _error(503, "unavailable", str(exc))
 
 
+class _CountAnswers:
+    """Counts every answer by its status, 5xx included, around the whole application."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self._app, self._metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        answered = False
+
+        async def counted(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = True
+                self._metrics.responses.labels(str(message["status"])).inc()
+            await send(message)
+
+        try:
+            await self._app(scope, receive, counted)
+        except Exception:
+            if not answered:  # the server answers 500 for it
+                self._metrics.responses.labels("500").inc()
+            raise
+
+
+class _HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose next request's headers are not
+    complete within HEADER_TIMEOUT_SECONDS: uvicorn itself waits for them forever."""
+
+    _deadline: asyncio.TimerHandle | None = None
+    _waiting_since: object = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        self._arm()  # before the next pipelined request, if any, starts a new cycle
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._waiting_since = self.cycle
+        self._deadline = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self._late)
+
+    def _late(self) -> None:
+        if self.cycle is self._waiting_since and not self.transport.is_closing():
+            self.transport.close()  # no request started since: headers never finished
+
+
+def _listen(server: ServerConfig) -> socket.socket:
+    """Bind the port before anything is announced, so a busy port is the only message."""
+    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((server.host, server.port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(
+            f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> None:
     """Run the daemon until SIGTERM/SIGINT: stop accepting, finish requests in progress, let a
-    running delivery pass end its in-flight requests, close the database."""
+    running delivery pass end its in-flight requests, close the database. Raises
+    ``ListenError`` when the port cannot be bound, before anything else starts."""
     check_exposure(config.server)
-    buffer = Buffer(config=config, start=True)
+    listener = _listen(config.server)
+    try:
+        buffer = Buffer(config=config, start=True)
+    except BaseException:
+        listener.close()
+        raise
     try:
         sidecar = Sidecar(buffer, config.server)
         delivery = buffer.status()["delivery"]
+        server = uvicorn.Server(
+            uvicorn.Config(
+                sidecar.app,
+                http=_HeaderTimeoutProtocol,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                limit_concurrency=MAX_CONNECTIONS,
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            )
+        )
         announce(
             f"accoil-buffer listening on http://{config.server.host}:{config.server.port}"
             + (" (write keys required)" if config.server.write_keys else "")
@@ -237,17 +396,6 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
             f"delivery to {delivery['endpoint']}"
             if delivery["enabled"]
             else "delivery is OFF: no api_key is set; events are buffered until one is"
-        )
-        server = uvicorn.Server(
-            uvicorn.Config(
-                sidecar.app,
-                host=config.server.host,
-                port=config.server.port,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-            )
         )
         # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal to the
         # handler that was there before it: this one, which only notes it, so that the
@@ -258,10 +406,11 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
             for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
-            server.run()
+            server.run(sockets=[listener])
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     finally:
+        listener.close()
         buffer.close()
     announce("accoil-buffer stopped")

@@ -310,15 +310,93 @@ def test_good_messages_in_every_form_are_stored(shared_daemon: tuple[Daemon, str
 
 def test_health_status_and_metrics(shared_daemon: tuple[Daemon, str]) -> None:
     daemon, _ = shared_daemon
-    assert httpx.get(daemon.url + "/health").json() == {"status": "ok"}
-    status = httpx.get(daemon.url + "/v1/status").json()
+    assert httpx.get(daemon.url + "/health").json() == {
+        "status": "ok",
+        "storing": True,
+        "delivery": "off",
+    }
+    status = httpx.get(daemon.url + "/v1/status", headers=basic("wk-two")).json()
     assert set(status) >= {"outbox", "pending", "anonymous", "drops", "delivery"}
     httpx.post(daemon.url + "/v1/track", headers=basic("wk-one"), content=b"{oops")
-    metrics = httpx.get(daemon.url + "/metrics")
+    metrics = httpx.get(daemon.url + "/metrics", headers=basic("wk-one"))
     assert metrics.headers["content-type"].startswith("text/plain")
     assert 'accoil_buffer_http_rejected_messages_total{reason="invalid_json"}' in metrics.text
     assert 'accoil_buffer_pending{what="occurrences"}' in metrics.text
     assert "accoil_buffer_delivery_paused 0.0" in metrics.text
+    assert 'accoil_buffer_http_responses_total{status="400"}' in metrics.text
+
+
+@pytest.mark.parametrize("path", ["/v1/status", "/metrics"])
+def test_status_and_metrics_need_a_write_key_when_keys_are_set(
+    shared_daemon: tuple[Daemon, str], path: str
+) -> None:
+    daemon, _ = shared_daemon
+    for headers in ({}, basic("wrong")):
+        answer = httpx.get(daemon.url + path, headers=headers)
+        assert answer.status_code == 401
+        assert answer.json()["code"] == "unauthorized"
+        assert "outbox" not in answer.text
+    assert httpx.get(daemon.url + path, headers=basic("wk-two")).status_code == 200
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(tmp_path: Path) -> None:
+    port = free_port()
+    serve = (
+        "import sys, accoil_buffer.server as s; s.HEADER_TIMEOUT_SECONDS = 0.5; "
+        "from accoil_buffer.cli import main; main(sys.argv[1:])"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
+    environment["ACCOIL_BUFFER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'slow.db'}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", serve, "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=environment,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                assert process.poll() is None
+                time.sleep(0.05)
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        for connection in slow:
+            connection.sendall(b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Le")
+            connection.settimeout(10)
+        closed = [connection.recv(1) == b"" for connection in slow]  # EOF once closed
+        assert all(closed)
+        good = httpx.post(f"http://127.0.0.1:{port}/v1/track", json={"userId": "u", "event": "E"})
+        assert good.status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        for connection in slow:
+            connection.close()
+
+
+def test_a_busy_port_is_the_only_thing_said(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
+        environment["ACCOIL_BUFFER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'busy.db'}"
+        done = subprocess.run(
+            [sys.executable, "-m", "accoil_buffer", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=environment,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 3
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr.decode()
+    assert "listening on" not in done.stderr.decode()
+    assert not (tmp_path / "busy.db").exists()  # nothing was started before the bind
 
 
 def test_refuses_a_public_address_without_write_keys(tmp_path: Path) -> None:

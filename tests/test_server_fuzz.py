@@ -12,19 +12,26 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, event, select
 from starlette.testclient import TestClient
 
 from accoil_buffer import Buffer, ServerConfig
 from accoil_buffer.server import ENDPOINTS, Sidecar
 from accoil_buffer.store import schema
 
+odd_text = st.text(
+    st.characters(codec=None, categories=None) | st.sampled_from("\x00\ud800\udfff\u202e\ufeff"),
+    max_size=20,
+)
 scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(2**70), 2**70),
+    st.integers(-(10**400), 10**400),  # past a double's range
+    st.sampled_from([10**400, -(10**400), 2**53 + 1, 5e-324, 1e308]),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
+    odd_text,
 )
 json_values = st.recursive(
     scalars,
@@ -33,7 +40,20 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-ids = st.one_of(st.text(max_size=12), st.integers(), st.none(), st.booleans(), json_values)
+
+
+def _nest(depth: int) -> Any:
+    value: Any = "bottom"
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+# Past the nesting limit of a message (32 levels), well within what JSON parsing takes.
+deep = st.integers(20, 60).map(_nest)
+
+
+ids = st.one_of(st.text(max_size=12), st.integers(), st.none(), st.booleans(), json_values, deep)
 message = st.fixed_dictionaries(
     {},
     optional={
@@ -43,9 +63,9 @@ message = st.fixed_dictionaries(
         "groupId": ids,
         "previousId": ids,
         "event": st.one_of(st.text(max_size=30), json_values),
-        "name": st.one_of(st.text(max_size=30), st.none()),
-        "traits": json_values,
-        "properties": json_values,
+        "name": st.one_of(st.text(max_size=30), st.none(), json_values),
+        "traits": json_values | deep,
+        "properties": json_values | deep,
         "context": json_values,
         "integrations": st.one_of(json_values, st.just({"Accoil Analytics": False})),
         "timestamp": st.one_of(
@@ -53,8 +73,10 @@ message = st.fixed_dictionaries(
             st.integers(),
             st.floats(allow_nan=False),
             st.just("2026-11-28T10:00:00Z"),
+            scalars,
         ),
-        "sentAt": st.one_of(st.text(max_size=30), st.just("2026-11-28T10:00:05Z")),
+        "originalTimestamp": scalars,
+        "sentAt": st.one_of(st.text(max_size=30), st.just("2026-11-28T10:00:05Z"), scalars),
     },
 )
 
@@ -152,3 +174,95 @@ def test_a_database_that_went_away_is_503(tmp_path: Path) -> None:
     assert answer.status_code == 503
     assert answer.json()["code"] == "unavailable"
     assert health.status_code == 503
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batch=st.lists(st.one_of(message, json_values), max_size=6))
+def test_ingest_many_stores_every_valid_message_beside_any_other(
+    sidecar: tuple[TestClient, str], batch: list[Any]
+) -> None:
+    _, url = sidecar
+    sent = []
+    for item in batch:
+        if isinstance(item, dict):
+            item["messageId"] = str(uuid.uuid4())
+        sent.append(item.get("messageId") if isinstance(item, dict) else None)
+    with Buffer(url, start=False) as buffer:
+        report = buffer.ingest_many(batch)
+    refused = {r.index for r in report.rejected}
+    kept = [m for i, m in enumerate(sent) if i not in refused]
+    assert all(kept)
+    assert _ledger(url, [m for m in kept if m]) == set(kept)
+    assert _ledger(url, [m for i, m in enumerate(sent) if i in refused and m]) == set()
+
+
+def test_one_huge_number_loses_only_its_own_message(sidecar: tuple[TestClient, str]) -> None:
+    client, url = sidecar
+    run = uuid.uuid4().hex
+    tracks = [
+        {"type": "track", "userId": "u", "event": "E", "messageId": f"{run}-{i}"} for i in range(99)
+    ]
+    huge = "1" + "0" * 5000  # past Python's limit on the digits of an int
+    body = json.dumps({"batch": tracks})[:-2] + f', {{"type": "group", "userId": {huge}}}]}}'
+    answer = client.post("/v1/batch", content=body.encode())
+    assert answer.status_code == 200, answer.text
+    assert [r["index"] for r in answer.json()["rejected"]] == [99]
+    assert "not a JSON number" in answer.json()["rejected"][0]["message"]
+    assert _ledger(url, [t["messageId"] for t in tracks]) == {t["messageId"] for t in tracks}
+    single = client.post("/v1/track", content=b'{"userId": 1' + b"0" * 400 + b', "event": "E"}')
+    assert single.status_code == 400
+    assert single.json()["message"].startswith("userId:")
+
+
+def _full_disk(buffer: Buffer, full: bool) -> None:
+    """Cap the SQLite file at the pages it has (SQLite then fails writes as on a full disk)."""
+    engine = buffer._database.engine
+
+    def cap(dbapi_connection: Any, _record: Any) -> None:
+        pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_connection.execute(f"PRAGMA max_page_count = {pages if full else 1 << 30}")
+
+    event.listen(engine, "connect", cap)
+    engine.dispose()
+
+
+def test_health_says_it_cannot_store_while_the_disk_is_full(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'full.db'}"
+    with Buffer(url, start=False) as buffer:
+        client = TestClient(Sidecar(buffer, ServerConfig()).app)
+        assert client.get("/health").json() == {
+            "status": "ok",
+            "storing": True,
+            "delivery": "off",
+        }
+        _full_disk(buffer, full=True)
+        batch = [{"type": "track", "userId": f"u{i}", "event": "E" * 200} for i in range(100)]
+        answers = [client.post("/v1/batch", json={"batch": batch}).status_code for _ in range(50)]
+        assert answers[-1] == 503
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["storing"] is False
+        assert "full" in health.json()["problem"]
+        metrics = client.get("/metrics").text
+        assert 'accoil_buffer_http_responses_total{status="503"}' in metrics
+        _full_disk(buffer, full=False)
+        assert client.get("/health").status_code == 200
+        assert client.post("/v1/batch", json={"batch": batch}).status_code == 200
+
+
+def test_a_defect_is_answered_500_and_counted(tmp_path: Path) -> None:
+    with Buffer(f"sqlite:///{tmp_path / 'd.db'}", start=False) as buffer:
+        sidecar = Sidecar(buffer, ServerConfig())
+
+        def broken(_messages: object) -> None:
+            raise RuntimeError("a defect")
+
+        buffer.ingest_many = broken  # type: ignore[assignment,method-assign]
+        client = TestClient(sidecar.app, raise_server_exceptions=False)
+        assert client.post("/v1/track", json={"userId": "u", "event": "E"}).status_code == 500
+        metrics = client.get("/metrics").text
+    assert 'accoil_buffer_http_responses_total{status="500"} 1.0' in metrics

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import NamedTuple
+
+from sqlalchemy import Connection, delete
 
 from accoil_buffer.mappings import PRESETS, Mappings
 from accoil_buffer.messages import Message
@@ -79,6 +81,26 @@ def append(
             counts[today, note] += 1
     record_drops(database, conn, counts)
     return AppendResult(stored=len(deliverable), duplicates=duplicates, filtered=filtered)
+
+
+def probe_write(conn: Connection, now: datetime) -> None:
+    """Insert a page-sized outbox row and delete it in the caller's transaction: a write that
+    needs room as a message would, and leaves nothing behind (health checks)."""
+    o = schema.outbox
+    probe_id = conn.execute(
+        o.insert()
+        .values(
+            message_id="health-probe",
+            type="track",
+            name="",
+            day=now.date(),
+            timestamp=now,
+            received_at=now,
+            payload={"probe": "." * 4096},
+        )
+        .returning(o.c.id)
+    ).scalar_one()
+    conn.execute(delete(o).where(o.c.id == probe_id))
 
 
 def record_drops(database: Database, conn: Executor, counts: Counter[tuple[date, str]]) -> None:
