@@ -6,15 +6,21 @@ only ever placed in the Authorization header, never in a log line or an exceptio
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import enum
+import hashlib
+import math
 import re
+import ssl
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -27,6 +33,8 @@ _STAGING_PREFIX = re.compile(r"^stg_", re.IGNORECASE)
 # Namespace of our deterministic messageIds: uuid5(namespace, what the message stands for).
 MESSAGE_ID_NAMESPACE = uuid.UUID("5b6f1a0e-8c1d-4c8e-9d55-6163636f696c")
 _RESPONSE_EXCERPT = 2000
+MAX_RETRY_AFTER = 3600.0  # seconds: a longer Retry-After is taken as an hour
+T = TypeVar("T")
 
 
 class Verdict(enum.Enum):
@@ -150,31 +158,70 @@ def action_body(action: Message) -> dict[str, Any] | None:
 
 
 class AccoilClient:
-    """Sends one message per request. Thread-safe: one connection pool shared by the senders."""
+    """Accoil's endpoint and key, and sessions that send one message per request.
+
+    A delivery pass opens one ``session()`` on its own event loop and sends many messages at
+    once through it; ``send()`` sends one message on its own (``check``, dead-letter replay).
+    """
 
     def __init__(
         self,
         api_key: str,
         endpoint: str | None = None,
         *,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
-        max_connections: int = 8,
+        max_connections: int = 64,
     ) -> None:
         self.url, key = endpoint_and_key(api_key, endpoint)
-        self._client = httpx.Client(
-            transport=transport,
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            headers={"Authorization": authorization(key), "User-Agent": "accoil-buffer"},
-            verify=True,
+        self.fingerprint = key_fingerprint(key)
+        self._transport = transport
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._headers = {"Authorization": authorization(key), "User-Agent": "accoil-buffer"}
+        self._tls: ssl.SSLContext | None = None  # made once: loading the CAs takes ~30 ms
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Session]:
+        """Connections for one delivery pass, closed when it ends."""
+        limits = httpx.Limits(
+            max_connections=self._max_connections,
+            max_keepalive_connections=self._max_connections,
         )
+        async with httpx.AsyncClient(
+            transport=self._transport,
+            timeout=httpx.Timeout(self._timeout),
+            limits=limits,
+            headers=self._headers,
+            verify=self._verify(),
+        ) as client:
+            yield Session(client, self.url)
+
+    def _verify(self) -> ssl.SSLContext:
+        """Certificates are verified, against the CAs httpx trusts."""
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        return self._tls
 
     def send(self, body: Mapping[str, Any]) -> Answer:
+        """Send one message and wait for Accoil's answer."""
+
+        async def once() -> Answer:
+            async with self.session() as session:
+                return await session.send(body)
+
+        return run_coroutine(once())
+
+
+class Session:
+    """Sends messages concurrently over one pool of connections."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self._client, self._url = client, url
+
+    async def send(self, body: Mapping[str, Any]) -> Answer:
         try:
-            response = self._client.post(self.url, json=body)
+            response = await self._client.post(self._url, json=body)
         except httpx.TimeoutException as exc:
             return Answer(Verdict.RETRY, error=f"timed out ({type(exc).__name__})")
         except httpx.TransportError as exc:
@@ -183,23 +230,48 @@ class AccoilClient:
             classify(response.status_code),
             status=response.status_code,
             body=response.text[:_RESPONSE_EXCERPT],
-            retry_after=_retry_after(response.headers.get("Retry-After")),
+            retry_after=retry_after(response.headers.get("Retry-After")),
         )
 
-    def close(self) -> None:
-        self._client.close()
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on an event loop of its own, in a thread of its own: the caller may
+    be inside an application's running event loop, where ``asyncio.run`` is refused."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(asyncio.run(coroutine))
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="accoil-buffer-send")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+def key_fingerprint(key: str) -> str:
+    """A short hash that tells keys apart in status and in the database, never the key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), clamped to
+    [0, MAX_RETRY_AFTER]; None when it says nothing usable (absent, NaN, garbage)."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            moment = parsedate_to_datetime(value)
+            seconds = (moment - datetime.now(moment.tzinfo)).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if math.isnan(seconds):
         return None
-    return max(0.0, (moment - datetime.now(moment.tzinfo)).total_seconds())
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

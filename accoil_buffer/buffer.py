@@ -128,7 +128,7 @@ class Buffer:
         config: Config | None = None,
         start: bool = True,
         clock: Clock = utc_now,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         **settings: Any,
     ) -> None:
         explicit = {
@@ -449,16 +449,19 @@ class Buffer:
             self._delivery.stop()  # a running pass ends after its in-flight requests
         if self._writer is not None and not self._writer.close():
             return
-        if self._scheduler is not None:
-            self._scheduler.shutdown()
         try:
+            # Before waiting for a running pass: its in-flight requests may take up to
+            # request_timeout_seconds, and what was accepted is folded either way.
             if self._wrote:
                 self._guard(lambda: rollup.fold(self._database, self._fold_settings, self._clock()))
         except StorageError:
             log.exception("could not fold the outbox at close; the messages stay in the outbox")
+        try:
+            if self._scheduler is not None:
+                self._scheduler.shutdown()
         finally:
-            if self._client is not None:
-                self._client.close()
+            if self._delivery is not None:
+                self._delivery.close()
             self._database.dispose()
 
     def _after_fork_in_child(self) -> None:

@@ -200,10 +200,7 @@ def check(config: Config) -> None:
         raise click.ClickException("api_key is not set (config file api_key, or ACCOIL_API_KEY)")
     client = AccoilClient(config.api_key, config.endpoint, timeout=config.request_timeout_seconds)
     started = time.monotonic()
-    try:
-        answer = client.send({})
-    finally:
-        client.close()
+    answer = client.send({})
     elapsed = (time.monotonic() - started) * 1000
     if answer.verdict is not Verdict.DELIVERED:
         raise click.ClickException(f"{client.url} answered {answer.describe()}")

@@ -1,54 +1,64 @@
-"""One delivery pass to Accoil (SPEC 4.3-4.5): identify, then group and memberships, then counts,
-then the messages Post to Accoil forwards whole.
+"""Delivery passes to Accoil: identify, then group and memberships, then counts, then the
+messages Post to Accoil forwards whole.
 
-Every message's messageId is derived from what it stands for, and accounting advances only for
-messages Accoil acknowledged, in the transaction that records them; answers are recorded as
-they arrive, so a crash can duplicate only the requests in flight. The occurrences of one
-count row are sent one after another (rows go in parallel), so a failure never leaves a gap
-that would be sent twice.
+A pass runs on an event loop of its own. Up to ``max_in_flight`` requests are in flight at
+once, fed from claims taken as the pass goes; answers are recorded in waves on a database
+thread, so neither claiming nor recording stops the sending. The occurrences of one count
+row go concurrently too, within a window of ordinals: accounting keeps a contiguous
+watermark (``delivered_count``) and the ordinals acknowledged beyond it (``acked_beyond``),
+so a failure never leaves a gap that would be sent twice, and a crash repeats only what
+was in flight or acknowledged and not yet recorded. Every messageId is derived from what
+the message stands for, so a repeated message is the same message.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
-import socket
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Collection
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Awaitable, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_time
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Table
-from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
 from accoil_buffer import accoil_api
-from accoil_buffer.accoil_api import AccoilClient, Answer, Verdict
-from accoil_buffer.store import deliveries, schema
+from accoil_buffer.accoil_api import AccoilClient, Answer, Session, Verdict, run_coroutine
+from accoil_buffer.store import deliveries, holders, schema
 from accoil_buffer.store.engine import Database
 
 log = logging.getLogger(__name__)
-_MAX_RETRY_AFTER = timedelta(hours=1)
-# Acknowledged answers are recorded at least every 10 ms or every max_in_flight answers: a
-# crash can repeat only the requests in flight and at most as many acknowledged ones.
-_RECORD_WINDOW = 0.010
+# Answers are recorded at least this often (seconds): a crash can repeat only the requests
+# in flight and those acknowledged within the last tick.
+_RECORD_TICK = 0.010
+_MIN_CLAIM = 200
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    max_in_flight: int = 8
-    claim_size: int = 200
+    max_in_flight: int = 64
+    claim_size: int = 0  # rows per claim; 0: four times max_in_flight, at least 200
     lease: timedelta = timedelta(minutes=1)
     base_backoff: timedelta = timedelta(seconds=1)
     max_backoff: timedelta = timedelta(minutes=5)
     attempts_per_pass: int = 3
     max_wait_in_pass: float = 2.0  # seconds; a longer Retry-After ends the pass instead
+
+    @property
+    def rows_per_claim(self) -> int:
+        return self.claim_size or max(_MIN_CLAIM, 4 * self.max_in_flight)
 
 
 @dataclass
@@ -62,40 +72,90 @@ class DeliveryReport:
     complete: bool = True
 
 
-@dataclass(frozen=True)
-class _Job:
-    """One message to send, and what it accounts for when Accoil takes it."""
+@dataclass(eq=False)
+class _Row:
+    """A claimed row and what is left of it to send. Users, accounts, memberships and posts
+    are one message each; a count row is one message per occurrence, ordinals
+    ``watermark + 1 .. last``, of which ``acked`` were acknowledged out of order."""
 
     table: Table
     key: tuple[Any, ...]
+    body: dict[str, Any] | None = None  # the one message of a row that is not a count
+    version: int = 0
+    watermark: int = 0
+    last: int = 0
+    acked: set[int] = field(default_factory=set)
+    next: int = 1
+    in_flight: int = 0
+
+    @property
+    def is_count(self) -> bool:
+        return self.body is None
+
+    def take(self, window: int, now: datetime) -> _Job | None:
+        """The next message of this row, if its window allows one more in flight."""
+        if not self.is_count:
+            if self.next > 1:
+                return None
+            self.next, self.in_flight = 2, 1
+            return _Job(self, self.body or {})
+        while self.next in self.acked:
+            self.next += 1
+        if self.next > self.last or self.next > self.watermark + window:
+            return None
+        ordinal, self.next = self.next, self.next + 1
+        self.in_flight += 1
+        day, user_id, kind, name = self.key
+        body = accoil_api.event_body(
+            kind,
+            user_id,
+            name,
+            timestamp_in_day(day, now),
+            ("count", day.isoformat(), user_id, kind, name, ordinal),
+        )
+        return _Job(self, body, ordinal)
+
+    @property
+    def exhausted(self) -> bool:
+        """Nothing more to issue (what is issued may still be in flight)."""
+        if not self.is_count:
+            return self.next > 1
+        ahead = self.next
+        while ahead in self.acked:
+            ahead += 1
+        return ahead > self.last
+
+    def answered(self, ordinal: int, acknowledged: bool) -> None:
+        self.in_flight -= 1
+        if acknowledged and self.is_count:
+            self.acked.add(ordinal)
+            while self.watermark + 1 in self.acked:
+                self.watermark += 1
+                self.acked.discard(self.watermark)
+
+
+@dataclass(frozen=True)
+class _Job:
+    row: _Row
     body: dict[str, Any]
-    version: int = 0  # users, accounts
-    ordinal: int = 0  # counts: which occurrence of the row this is
-    last: int = 0  # counts: the row's count when claimed
+    ordinal: int = 0
 
 
 @dataclass
 class _Wave:
-    """Answers that arrived together, recorded in one transaction."""
+    """Answers not yet recorded: the rows they touched, and the dead letters among them."""
 
-    outcomes: dict[str, list[Any]] = field(
-        default_factory=lambda: {
-            "users": [],
-            "accounts": [],
-            "memberships": [],
-            "counts": [],
-            "posts": [],
-            "dead_letters": [],
-        }
-    )
-
-    @property
-    def size(self) -> int:
-        return sum(len(items) for name, items in self.outcomes.items() if name != "dead_letters")
+    rows: dict[int, _Row] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    delivered: int = 0
+    accounted: int = 0
 
     def add(self, job: _Job, answer: Answer) -> None:
+        self.rows[id(job.row)] = job.row
+        self.accounted += 1
+        self.delivered += answer.verdict is Verdict.DELIVERED
         if answer.verdict is Verdict.DEAD_LETTER:
-            self.outcomes["dead_letters"].append(
+            self.dead_letters.append(
                 {
                     "message_id": job.body["messageId"],
                     "type": job.body["type"],
@@ -104,19 +164,35 @@ class _Wave:
                     "response": answer.body,
                 }
             )
-        if job.table is schema.users:
-            self.outcomes["users"].append((job.key[0], job.version))
-        elif job.table is schema.accounts:
-            self.outcomes["accounts"].append((job.key[0], job.version))
-        elif job.table is schema.memberships:
-            self.outcomes["memberships"].append(job.key)
-        elif job.table is schema.posts:
-            self.outcomes["posts"].append(job.key[0])
-        else:
-            self.outcomes["counts"].append((*job.key, job.ordinal))
 
-    def result(self) -> deliveries.Outcomes:
-        return deliveries.Outcomes(**self.outcomes)
+    def outcomes(self) -> deliveries.Outcomes:
+        """What the wave means for the tables, as the rows stand now (taken on the loop)."""
+        lists: dict[str, list[Any]] = {name: [] for name in _OUTCOME_OF.values()}
+        for row in self.rows.values():
+            name = _OUTCOME_OF[row.table.name]
+            if row.is_count:
+                done = row.in_flight == 0 and row.exhausted
+                beyond = sorted(row.acked) or None
+                lists[name].append((*row.key, row.watermark, beyond, done))
+            elif name in {"users", "accounts"}:
+                lists[name].append((row.key[0], row.version))
+            elif name == "posts":
+                lists[name].append(row.key[0])
+            else:
+                lists[name].append(row.key)
+        return deliveries.Outcomes(
+            **lists, dead_letters=self.dead_letters, delivered=self.delivered
+        )
+
+
+# Which list of ``deliveries.Outcomes`` an acknowledged row of each table goes to.
+_OUTCOME_OF = {
+    schema.users.name: "users",
+    schema.accounts.name: "accounts",
+    schema.memberships.name: "memberships",
+    schema.daily_counts.name: "counts",
+    schema.posts.name: "posts",
+}
 
 
 class Delivery:
@@ -130,7 +206,7 @@ class Delivery:
         clock: Callable[[], datetime],
         *,
         rng: random.Random | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._database = database
         self._client = client
@@ -138,17 +214,28 @@ class Delivery:
         self._clock = clock
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self.holder = f"{socket.gethostname()[:30]}:{uuid.uuid4().hex[:12]}"
+        self._liveness = holders.liveness(database)
         self._stopping = threading.Event()
+        self._become_new_holder()
+
+    def _become_new_holder(self) -> None:
+        self.holder = holders.holder_name(uuid.uuid4().hex[:12])
+        self._liveness.hold(self.holder)
 
     def after_fork_in_child(self) -> None:
         """A forked child must not share its parent's claims: it gets a name of its own."""
-        self.holder = f"{socket.gethostname()[:30]}:{uuid.uuid4().hex[:12]}"
+        self._liveness.forget()
         self._stopping = threading.Event()
+        self._become_new_holder()
 
     def stop(self) -> None:
-        """Make a running pass start no new request (shutdown); in-flight ones finish."""
+        """Make a running pass start no new request nor retry (shutdown); in-flight ones end
+        within ``request_timeout_seconds``."""
         self._stopping.set()
+
+    def close(self) -> None:
+        """Give up this flusher's liveness lock (its claims are released after each pass)."""
+        self._liveness.release()
 
     def _halted(self, deadline: float | None) -> bool:
         return self._stopping.is_set() or _past(deadline)
@@ -160,31 +247,29 @@ class Delivery:
         deadline: float | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> DeliveryReport:
-        """One pass. Scheduled passes (``force=False``) wait out a backoff or a pause;
-        ``deadline`` (``time.monotonic()``) stops sending new messages when reached;
-        ``progress`` is told how many more messages were accounted for, wave by wave."""
+        """One pass. Scheduled passes (``force=False``) wait out a backoff, and a pause caused
+        by this same key; ``deadline`` (``time.monotonic()``) stops sending new messages when
+        reached; ``progress`` is told how many more messages were accounted for, wave by
+        wave."""
         with self._database.engine.connect() as conn:
             state = deliveries.state(conn)
         now = self._clock()
-        if not force and state["next_attempt_at"] and now < state["next_attempt_at"]:
+        other_key = bool(state["paused_reason"]) and state["paused_key"] not in (
+            None,
+            self._client.fingerprint,
+        )
+        waiting = state["next_attempt_at"] is not None and now < state["next_attempt_at"]
+        if not force and waiting and not other_key:
             return DeliveryReport(skipped_until=state["next_attempt_at"])
         report = DeliveryReport()
-        stop: Answer | None = None
+        with self._database.write_between_folds() as conn:
+            dead = deliveries.reap(conn, self.holder, lambda h: self._liveness.is_dead(conn, h))
+        if dead:
+            log.warning("freed the claims of %d flushers that are gone: %s", len(dead), dead)
         try:
-            with ThreadPoolExecutor(
-                self._settings.max_in_flight, thread_name_prefix="accoil-send"
-            ) as pool:
-                for table in deliveries.CLAIMED_TABLES:
-                    while stop is None and not self._halted(deadline):
-                        jobs = self._claim(table)
-                        if not jobs:
-                            break
-                        stop = self._send(pool, jobs, report, deadline, progress)
-                    if stop is not None or self._halted(deadline):
-                        report.complete = False
-                        break
+            stop = run_coroutine(_Pass(self, report, deadline, progress).run())
         finally:
-            self._release()  # once: a flusher may claim again rows it still holds
+            self._release()  # what was claimed and not sent, if the pass ended early
         self._record_pass(state, stop, report)
         return report
 
@@ -204,134 +289,42 @@ class Delivery:
                 log.warning("dead letter %s was refused again: %s", letter["id"], answer.describe())
         return accepted, len(letters) - accepted
 
-    def _claim(self, table: Table) -> list[_Job]:
+    # --- The database side: claims, records, releases (on the pass's database thread) ------
+
+    def claim(self, table: Table) -> list[_Row]:
         now = self._clock()
         with self._database.write_between_folds() as conn:
-            rows = deliveries.claim(
+            claimed = deliveries.claim(
                 self._database,
                 conn,
                 table,
                 self.holder,
                 now,
                 self._settings.lease,
-                self._settings.claim_size,
+                self._settings.rows_per_claim,
             )
             accounts = (
-                deliveries.account_traits(conn, [r.key[0] for r in rows])
-                if table is schema.memberships and rows
+                deliveries.account_traits(conn, [r.key[0] for r in claimed])
+                if table is schema.memberships and claimed
                 else {}
             )
-        return [self._first_job(table, row, accounts, now) for row in rows]
+        return [_row(table, claimed_row, accounts) for claimed_row in claimed]
 
-    def _first_job(
-        self,
-        table: Table,
-        row: deliveries.Claimed,
-        accounts: dict[str, tuple[Any, datetime]],
-        now: datetime,
-    ) -> _Job:
-        v = row.values
-        if table is schema.users:
-            return _Job(
-                table,
-                row.key,
-                accoil_api.identify_body(
-                    v["user_id"], v["traits"], v["last_timestamp"], v["traits_version"]
-                ),
-                version=v["traits_version"],
-            )
-        if table is schema.accounts:
-            return _Job(
-                table,
-                row.key,
-                accoil_api.group_body(
-                    v["group_id"], v["traits"], v["last_timestamp"], version=v["traits_version"]
-                ),
-                version=v["traits_version"],
-            )
-        if table is schema.memberships:
-            traits, _ = accounts.get(v["group_id"], ({}, v["last_timestamp"]))
-            return _Job(
-                table,
-                row.key,
-                accoil_api.group_body(
-                    v["group_id"], traits, v["last_timestamp"], user_id=v["user_id"]
-                ),
-            )
-        if table is schema.posts:
-            return _Job(table, row.key, v["payload"])
-        return _count_job(row.key, v["delivered_count"] + 1, v["count"], now)
+    def record(self, outcomes: deliveries.Outcomes, renew: bool) -> None:
+        with self._database.write_between_folds() as conn:
+            deliveries.record(self._database, conn, self.holder, outcomes, self._clock())
+            if renew:
+                deliveries.renew(conn, self.holder, self._clock() + self._settings.lease)
 
-    def _send(
-        self,
-        pool: ThreadPoolExecutor,
-        jobs: list[_Job],
-        report: DeliveryReport,
-        deadline: float | None,
-        progress: Callable[[int], None] | None,
-    ) -> Answer | None:
-        queue = deque(jobs)
-        in_flight: dict[Future[tuple[Answer, int]], _Job] = {}
-        stop: Answer | None = None
-        renewed = time.monotonic()
-        wave, oldest = _Wave(), 0.0
-        # Until nothing is in flight and nothing more may start: after a stop or past the
-        # deadline, what is still queued stays claimed until run() releases it.
-        while in_flight or (queue and stop is None and not self._halted(deadline)):
-            while (
-                queue
-                and stop is None
-                and not self._halted(deadline)
-                and len(in_flight) < self._settings.max_in_flight
-            ):
-                job = queue.popleft()
-                in_flight[pool.submit(self._attempt, job.body)] = job
-            if in_flight:
-                window = (
-                    None if not wave.size else max(0.0, oldest + _RECORD_WINDOW - time.monotonic())
-                )
-                done, _ = wait(in_flight, timeout=window, return_when=FIRST_COMPLETED)
-            else:
-                done = set()
-            for future in done:
-                job = in_flight.pop(future)
-                answer, retries = future.result()
-                report.retries += retries
-                if answer.verdict in {Verdict.DELIVERED, Verdict.DEAD_LETTER}:
-                    if not wave.size:
-                        oldest = time.monotonic()
-                    wave.add(job, answer)
-                    report.delivered += answer.verdict is Verdict.DELIVERED
-                    report.dead_lettered += answer.verdict is Verdict.DEAD_LETTER
-                    if answer.verdict is Verdict.DEAD_LETTER:
-                        log.warning(
-                            "Accoil refused message %s (%s); kept as a dead letter",
-                            job.body["messageId"],
-                            answer.describe(),
-                        )
-                    if job.ordinal and job.ordinal < job.last:
-                        queue.append(_count_job(job.key, job.ordinal + 1, job.last, self._clock()))
-                elif stop is None:
-                    stop = answer
-            due = (
-                wave.size >= self._settings.max_in_flight
-                or not in_flight
-                or time.monotonic() - oldest >= _RECORD_WINDOW
-            )
-            if wave.size and due:
-                outcomes = wave.result()
-                with self._database.write_between_folds() as conn:
-                    deliveries.record(conn, self.holder, outcomes, self._clock())
-                    if time.monotonic() - renewed > self._settings.lease.total_seconds() / 2:
-                        deliveries.renew(conn, self.holder, self._clock() + self._settings.lease)
-                        renewed = time.monotonic()
-                if progress is not None:
-                    progress(outcomes.delivered)
-                wave = _Wave()
-        return stop
+    def _release(self) -> None:
+        with self._database.write_between_folds() as conn:
+            deliveries.release(conn, self.holder)
 
-    def _attempt(self, body: dict[str, Any]) -> tuple[Answer, int]:
-        """Send with a few quick retries of transient failures (full jitter, Retry-After)."""
+    # --- Sending ---------------------------------------------------------------------------
+
+    async def attempt(self, session: Session, body: dict[str, Any]) -> tuple[Answer, int]:
+        """Send with a few quick retries of transient failures (full jitter, Retry-After),
+        none once the pass is stopping."""
         settings = self._settings
         jitter = wait_random_exponential(
             multiplier=settings.base_backoff.total_seconds() / 4, max=settings.max_wait_in_pass
@@ -345,31 +338,29 @@ class Delivery:
             return (
                 answer.verdict is Verdict.RETRY
                 and (answer.retry_after or 0.0) <= settings.max_wait_in_pass
+                and not self._stopping.is_set()
             )
 
-        retrying = Retrying(
+        retrying = AsyncRetrying(
             stop=stop_after_attempt(settings.attempts_per_pass),
             wait=pause,
             retry=retry_if_result(retryable),
             sleep=self._sleep,
             retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
         )
-        answer: Answer = retrying(self._client.send, body)
+        answer: Answer = await retrying(session.send, body)
         return answer, retrying.statistics.get("attempt_number", 1) - 1
 
-    def _release(self) -> None:
-        with self._database.write_between_folds() as conn:
-            deliveries.release(conn, self.holder)
+    # --- The end of a pass -----------------------------------------------------------------
 
     def _record_pass(
         self, state: dict[str, Any], stop: Answer | None, report: DeliveryReport
     ) -> None:
         now = self._clock()
-        accounted = report.delivered + report.dead_lettered
         with self._database.write_between_folds() as conn:
             if stop is None:
-                if accounted:
-                    deliveries.record_success(self._database, conn, now, report.delivered)
+                if report.delivered + report.dead_lettered or state["paused_reason"]:
+                    deliveries.record_success(self._database, conn, now)
                 return
             delay, paused = self._backoff(state["consecutive_failures"] + 1, stop)
             report.failure, report.paused = stop.describe(), paused is not None
@@ -380,7 +371,7 @@ class Delivery:
                 error=stop.describe(),
                 next_attempt_at=now + delay,
                 paused_reason=paused,
-                delivered=report.delivered,
+                paused_key=self._client.fingerprint if paused else None,
             )
         if paused:
             log.error("delivery paused: %s; next attempt at %s", paused, now + delay)
@@ -397,29 +388,200 @@ class Delivery:
         settings = self._settings
         if answer.verdict is Verdict.PAUSE:
             return settings.max_backoff, (
-                f"Accoil refused the API key ({answer.describe()}); check api_key"
+                f"Accoil refused the API key {self._client.fingerprint} ({answer.describe()}); "
+                "check api_key"
             )
         ceiling = min(settings.max_backoff, settings.base_backoff * 2 ** min(failures, 30))
         delay = ceiling * self._rng.random()
-        if answer.retry_after is not None:
-            delay = max(delay, min(timedelta(seconds=answer.retry_after), _MAX_RETRY_AFTER))
+        if answer.retry_after is not None:  # clamped to an hour by accoil_api
+            delay = max(delay, timedelta(seconds=answer.retry_after))
         return delay, None
 
 
-def _count_job(key: tuple[Any, ...], ordinal: int, last: int, now: datetime) -> _Job:
-    day, user_id, kind, name = key
-    return _Job(
-        schema.daily_counts,
-        key,
-        accoil_api.event_body(
-            kind,
-            user_id,
-            name,
-            timestamp_in_day(day, now),
-            ("count", day.isoformat(), user_id, kind, name, ordinal),
-        ),
-        ordinal=ordinal,
-        last=last,
+class _Pass:
+    """One pass on its event loop: for each kind of row in turn, senders take messages from
+    claims made as they go, and a recorder writes their answers every tick."""
+
+    def __init__(
+        self,
+        delivery: Delivery,
+        report: DeliveryReport,
+        deadline: float | None,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self._delivery = delivery
+        self._settings = delivery._settings
+        self._report = report
+        self._deadline = deadline
+        self._progress = progress
+        self._stop: Answer | None = None
+        self._wave = _Wave()
+        self._renewed = time.monotonic()
+
+    def _halted(self) -> bool:
+        return self._stop is not None or self._delivery._halted(self._deadline)
+
+    async def run(self) -> Answer | None:
+        with ThreadPoolExecutor(1, thread_name_prefix="accoil-record") as database:
+            self._database = database
+            async with self._delivery._client.session() as session:
+                for table in deliveries.CLAIMED_TABLES:
+                    if self._halted():
+                        break
+                    try:
+                        await self._deliver(session, table)
+                    except BaseExceptionGroup as group:
+                        raise group.exceptions[0] from None  # a database error, as raised
+        if self._halted():
+            self._report.complete = False
+        return self._stop
+
+    async def _deliver(self, session: Session, table: Table) -> None:
+        feed = _Feed(self, table)
+        finished = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._recorder(finished))
+            senders = [
+                tasks.create_task(self._sender(session, feed))
+                for _ in range(self._settings.max_in_flight)
+            ]
+            await asyncio.gather(*senders)
+            finished.set()
+
+    async def _sender(self, session: Session, feed: _Feed) -> None:
+        while (job := await feed.next_job()) is not None:
+            answer, retries = await self._delivery.attempt(session, job.body)
+            self._report.retries += retries
+            accounted = answer.verdict in {Verdict.DELIVERED, Verdict.DEAD_LETTER}
+            job.row.answered(job.ordinal, accounted)
+            feed.changed()
+            if accounted:
+                self._wave.add(job, answer)
+                self._report.delivered += answer.verdict is Verdict.DELIVERED
+                self._report.dead_lettered += answer.verdict is Verdict.DEAD_LETTER
+                if answer.verdict is Verdict.DEAD_LETTER:
+                    log.warning(
+                        "Accoil refused message %s (%s); kept as a dead letter",
+                        job.body["messageId"],
+                        answer.describe(),
+                    )
+            elif self._stop is None and not self._delivery._halted(self._deadline):
+                self._stop = answer
+
+    async def _recorder(self, finished: asyncio.Event) -> None:
+        """Record the answers of each tick in one transaction, on the database thread."""
+        while True:
+            with_all = finished.is_set()
+            if self._wave.rows:
+                wave, self._wave = self._wave, _Wave()
+                renew = time.monotonic() - self._renewed > self._settings.lease.total_seconds() / 2
+                if renew:
+                    self._renewed = time.monotonic()
+                await self.on_database(self._delivery.record, wave.outcomes(), renew)
+                if self._progress is not None:
+                    self._progress(wave.accounted)
+            if with_all and not self._wave.rows:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), _RECORD_TICK)
+
+    async def on_database(self, work: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``work`` on the pass's database thread: the loop goes on sending meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._database, lambda: work(*args, **kwargs))
+
+
+class _Feed:
+    """The messages of one kind of row, claimed as the senders need them."""
+
+    def __init__(self, owner: _Pass, table: Table) -> None:
+        self._owner = owner
+        self._table = table
+        self._window = owner._settings.max_in_flight
+        self._rows: deque[_Row] = deque()  # rows with messages left to issue
+        self._in_flight: set[_Row] = set()
+        self._exhausted = False
+        self._claiming: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    def changed(self) -> None:
+        """An answer came back: a row's window may have opened."""
+        self._changed.set()
+
+    async def next_job(self) -> _Job | None:
+        while not self._owner._halted():
+            job = self._take()
+            if job is not None:
+                if len(self._rows) < self._owner._settings.max_in_flight:
+                    self._claim_soon()  # before the senders run dry
+                return job
+            if not self._exhausted:
+                self._claim_soon()
+                assert self._claiming is not None
+                await asyncio.shield(self._claiming)
+                continue
+            if not any(row.in_flight for row in self._in_flight):
+                return None
+            self._changed.clear()
+            await self._changed.wait()
+        return None
+
+    def _take(self) -> _Job | None:
+        now = self._owner._delivery._clock()
+        for _ in range(len(self._rows)):
+            row = self._rows[0]
+            job = row.take(self._window, now)
+            if row.exhausted:
+                self._rows.popleft()
+            else:
+                self._rows.rotate(-1)
+            if job is not None:
+                self._in_flight.add(row)
+                return job
+        self._in_flight = {row for row in self._in_flight if row.in_flight}
+        return None
+
+    def _claim_soon(self) -> None:
+        if self._claiming is None and not self._exhausted:
+            self._claiming = asyncio.create_task(self._claim())
+
+    async def _claim(self) -> None:
+        try:
+            rows = await self._owner.on_database(self._owner._delivery.claim, self._table)
+            self._rows.extend(rows)
+            self._exhausted = not rows
+        finally:
+            self._claiming = None
+            self._changed.set()
+
+
+def _row(
+    table: Table, claimed: deliveries.Claimed, accounts: dict[str, tuple[Any, datetime]]
+) -> _Row:
+    """The row to send, with the body of its message (counts build theirs per ordinal)."""
+    v = claimed.values
+    if table is schema.users:
+        body = accoil_api.identify_body(
+            v["user_id"], v["traits"], v["last_timestamp"], v["traits_version"]
+        )
+        return _Row(table, claimed.key, body, version=v["traits_version"])
+    if table is schema.accounts:
+        body = accoil_api.group_body(
+            v["group_id"], v["traits"], v["last_timestamp"], version=v["traits_version"]
+        )
+        return _Row(table, claimed.key, body, version=v["traits_version"])
+    if table is schema.memberships:
+        traits, _ = accounts.get(v["group_id"], ({}, v["last_timestamp"]))
+        body = accoil_api.group_body(
+            v["group_id"], traits, v["last_timestamp"], user_id=v["user_id"]
+        )
+        return _Row(table, claimed.key, body)
+    if table is schema.posts:
+        return _Row(table, claimed.key, v["payload"])
+    watermark = v["delivered_count"]
+    acked = {n for n in v["acked_beyond"] or () if n > watermark}
+    return _Row(
+        table, claimed.key, watermark=watermark, last=v["count"], acked=acked, next=watermark + 1
     )
 
 

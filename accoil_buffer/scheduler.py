@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -29,6 +30,9 @@ class Scheduler:
             coalesce=True,
             max_instances=1,
             misfire_grace_time=None,
+            # The first pass at once: a restarted daemon delivers its backlog now, not an
+            # interval later.
+            next_run_time=datetime.now(UTC),
         )
 
     def start(self) -> None:

@@ -27,6 +27,11 @@ def counts(url: str) -> Counts:
     return {(r.day, r.user_id, r.kind, r.name): r.count for r in _rows(url, select(t))}
 
 
+def delivery_rows(url: str) -> list[Any]:
+    """The daily count rows with their delivery accounting and claim columns."""
+    return _rows(url, select(schema.daily_counts))
+
+
 def anonymous_counts(url: str) -> dict[tuple[date, str, str, str], int]:
     t = schema.anonymous_counts
     return {(r.day, r.anonymous_id, r.kind, r.name): r.count for r in _rows(url, select(t))}

@@ -29,6 +29,10 @@ from tests.fake_accoil import FakeAccoil, Reply, running
 TODAY = date(2026, 11, 28)
 
 
+async def no_wait(_seconds: float) -> None:
+    """Retries within a pass without waiting, for tests of what comes after them."""
+
+
 def open_buffer(database_url: str, fake: FakeAccoil, clock: Clock, **settings: Any) -> Buffer:
     return Buffer(
         database_url, api_key="test-key", endpoint=fake.url, start=False, clock=clock, **settings
@@ -293,7 +297,7 @@ def test_an_outage_backs_off_within_the_cap_then_delivers_everything(
         base_backoff=timedelta(seconds=1), max_backoff=cap, max_wait_in_pass=0.01
     )
     down = AccoilClient("k", f"http://127.0.0.1:{port}/segment", timeout=1)
-    delivery = Delivery(database, down, settings, clock, sleep=lambda _s: None)
+    delivery = Delivery(database, down, settings, clock, sleep=no_wait)
     attempts = 0
     end_of_outage = clock.now + timedelta(hours=2)
     while clock.now < end_of_outage:
@@ -324,7 +328,7 @@ def test_the_backoff_never_exceeds_its_cap(database_url: str, clock: Clock) -> N
         AccoilClient("k", "http://127.0.0.1:9/segment", timeout=1),
         DeliverySettings(max_backoff=cap, max_wait_in_pass=0.01),
         clock,
-        sleep=lambda _s: None,
+        sleep=no_wait,
     )
     gaps = []
     for _ in range(12):
@@ -350,7 +354,6 @@ def test_staging_keys_and_endpoint_override() -> None:
 
     client = AccoilClient("stg_Secret", transport=httpx.MockTransport(capture))
     client.send({"type": "track"})
-    client.close()
     assert str(seen[0].url) == STAGING_ENDPOINT
     assert seen[0].headers["authorization"] == "Basic " + base64.b64encode(b"Secret:").decode()
 

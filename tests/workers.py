@@ -22,7 +22,7 @@ def fold(url: str, batch_size: int) -> None:
         buf.flush()
 
 
-def deliver(url: str, endpoint: str) -> None:
+def deliver(url: str, endpoint: str, lease: float = 1) -> None:
     """Deliver until nothing is pending (the crash drill kills this at random points)."""
     with Buffer(
         url,
@@ -30,7 +30,7 @@ def deliver(url: str, endpoint: str) -> None:
         endpoint=endpoint,
         start=False,
         max_in_flight=4,
-        claim_lease_seconds=1,
+        claim_lease_seconds=lease,
         max_backoff_seconds=0.2,
     ) as buf:
         print("delivering", flush=True)
@@ -69,7 +69,7 @@ if __name__ == "__main__":
     elif command == "fold":
         fold(url, int(rest[0]))
     elif command == "deliver":
-        deliver(url, rest[0])
+        deliver(url, rest[0], *map(float, rest[1:]))
     elif command == "record":
         record(url, rest[0])
     elif command == "exit-without-database":

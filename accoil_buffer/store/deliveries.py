@@ -8,7 +8,7 @@ is written only for rows the writer still holds, in the transaction that records
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -56,19 +56,11 @@ class Outcomes:
     users: Sequence[tuple[str, int]] = ()  # (user_id, version now at Accoil)
     accounts: Sequence[tuple[str, int]] = ()  # (group_id, version)
     memberships: Sequence[tuple[str, str]] = ()  # (group_id, user_id)
-    counts: Sequence[tuple[date, str, str, str, int]] = ()  # (key…, delivered_count)
+    # (key…, delivered_count, acked_beyond or None, done): done releases the row's claim
+    counts: Sequence[tuple[date, str, str, str, int, list[int] | None, bool]] = ()
     posts: Sequence[int] = ()  # ids of accoil_outbox_posts rows, done with
     dead_letters: Sequence[dict[str, Any]] = ()  # message_id, type, payload, status, response
-
-    @property
-    def delivered(self) -> int:
-        return (
-            len(self.users)
-            + len(self.accounts)
-            + len(self.memberships)
-            + len(self.counts)
-            + len(self.posts)
-        )
+    delivered: int = 0  # messages Accoil took (2xx): added to delivered_total
 
 
 def claim(
@@ -80,11 +72,10 @@ def claim(
     lease: timedelta,
     limit: int,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` pending rows of ``table`` that nobody else holds."""
+    """Claim up to ``limit`` pending rows of ``table`` that nobody holds (this holder's own
+    claims included: a pass claims again as it goes, while it still sends what it holds)."""
     keys = list(table.primary_key.columns)
-    free = or_(
-        table.c.claimed_until.is_(None), table.c.claimed_until < now, table.c.claimed_by == holder
-    )
+    free = or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
     waiting = schema.PENDING.get(table.name) or schema.Waiting(true(), keys[0])  # posts: all
     candidates = database.skip_locked(
         select(*keys).where(waiting.condition, free).order_by(waiting.order).limit(limit)
@@ -111,6 +102,9 @@ def account_traits(conn: Connection, group_ids: Sequence[str]) -> dict[str, tupl
     return {group_id: (traits, timestamp) for group_id, traits, timestamp in rows}
 
 
+_RELEASED = {"claimed_by": None, "claimed_until": None}
+
+
 def _record_version(table: Table) -> Any:
     key = table.primary_key.columns.values()[0]
     version: Any = bindparam("v")
@@ -124,6 +118,7 @@ def _record_version(table: Table) -> Any:
         .values(
             delivered_version=version,
             pending_since=case((table.c.traits_version > version, table.c.updated_at), else_=None),
+            **_RELEASED,
         )
     )
 
@@ -139,7 +134,7 @@ _RECORD_MEMBERSHIPS = (
         _m.c.user_id == bindparam("u"),
         _m.c.claimed_by == bindparam("holder"),
     )
-    .values(delivered_at=bindparam("now"))
+    .values(delivered_at=bindparam("now"), **_RELEASED)
 )
 _RECORD_COUNTS = (
     update(_dc)
@@ -149,11 +144,14 @@ _RECORD_COUNTS = (
         _dc.c.kind == bindparam("kd"),
         _dc.c.name == bindparam("n"),
         _dc.c.claimed_by == bindparam("holder"),
-        _dc.c.delivered_count < bindparam("to"),
+        _dc.c.delivered_count <= bindparam("to"),
     )
     .values(
         delivered_count=bindparam("to"),
+        acked_beyond=bindparam("beyond", type_=_dc.c.acked_beyond.type),
         pending_since=case((_dc.c.count > bindparam("to"), _dc.c.pending_since), else_=None),
+        claimed_by=case((bindparam("done"), None), else_=_dc.c.claimed_by),
+        claimed_until=case((bindparam("done"), None), else_=_dc.c.claimed_until),
     )
 )
 
@@ -162,8 +160,11 @@ _p = schema.posts
 _RECORD_POSTS = delete(_p).where(_p.c.id == bindparam("i"), _p.c.claimed_by == bindparam("holder"))
 
 
-def record(conn: Connection, holder: str, outcomes: Outcomes, now: datetime) -> None:
-    """Advance delivery accounting for rows this holder still claims; store dead letters."""
+def record(
+    database: Database, conn: Connection, holder: str, outcomes: Outcomes, now: datetime
+) -> None:
+    """Advance delivery accounting for rows this holder still claims, releasing the rows it
+    is done with, and add to ``delivered_total``; store dead letters."""
     mine = {"holder": holder}
     if outcomes.users:
         conn.execute(_RECORD_USERS, [{"k": k, "v": v, **mine} for k, v in outcomes.users])
@@ -178,8 +179,17 @@ def record(conn: Connection, holder: str, outcomes: Outcomes, now: datetime) -> 
         conn.execute(
             _RECORD_COUNTS,
             [
-                {"d": d, "u": user, "kd": kind, "n": name, "to": to, **mine}
-                for d, user, kind, name, to in outcomes.counts
+                {
+                    "d": d,
+                    "u": user,
+                    "kd": kind,
+                    "n": name,
+                    "to": to,
+                    "beyond": beyond,
+                    "done": done,
+                    **mine,
+                }
+                for d, user, kind, name, to, beyond, done in outcomes.counts
             ],
         )
     if outcomes.posts:
@@ -189,11 +199,39 @@ def record(conn: Connection, holder: str, outcomes: Outcomes, now: datetime) -> 
             schema.dead_letters.insert(),
             [{**letter, "created_at": now} for letter in outcomes.dead_letters],
         )
+    if outcomes.delivered:
+        s = schema.delivery_state
+        conn.execute(
+            database.insert(s)
+            .values(id=_STATE_ID, delivered_total=outcomes.delivered)
+            .on_conflict_do_update(
+                index_elements=[s.c.id],
+                set_={"delivered_total": s.c.delivered_total + outcomes.delivered},
+            )
+        )
+
+
+def reap(conn: Connection, holder: str, is_dead: Callable[[str], bool]) -> list[str]:
+    """Free the claims of every other holder that ``is_dead`` knows to be gone; returns them."""
+    holders: set[str] = set()
+    for table in CLAIMED_TABLES:
+        holders.update(
+            conn.scalars(
+                select(table.c.claimed_by)
+                .where(table.c.claimed_by.is_not(None), table.c.claimed_by != holder)
+                .distinct()
+            )
+        )
+    dead = sorted(h for h in holders if is_dead(h))
+    for table in CLAIMED_TABLES:
+        if dead:
+            conn.execute(update(table).where(table.c.claimed_by.in_(dead)).values(**_RELEASED))
+    return dead
 
 
 def release(conn: Connection, holder: str) -> None:
     """Give up every claim of ``holder`` (the end of a pass, or a pass that stops early)."""
-    _update_claims(conn, holder, claimed_by=None, claimed_until=None)
+    _update_claims(conn, holder, **_RELEASED)
 
 
 def renew(conn: Connection, holder: str, until: datetime) -> None:
@@ -240,27 +278,18 @@ def state(conn: Connection) -> dict[str, Any]:
     return dict(row)
 
 
-def record_success(database: Database, conn: Connection, now: datetime, delivered: int) -> None:
+def record_success(database: Database, conn: Connection, now: datetime) -> None:
     s = schema.delivery_state
     values = {
-        "id": _STATE_ID,
         "consecutive_failures": 0,
         "next_attempt_at": None,
         "offline_since": None,
         "paused_reason": None,
+        "paused_key": None,
         "last_success_at": now,
-        "delivered_total": delivered,
     }
-    stmt = database.insert(s).values(values)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[s.c.id],
-            set_={
-                **{k: v for k, v in values.items() if k not in {"id", "delivered_total"}},
-                "delivered_total": s.c.delivered_total + delivered,
-            },
-        )
-    )
+    stmt = database.insert(s).values(id=_STATE_ID, **values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=[s.c.id], set_=values))
 
 
 def record_failure(
@@ -271,8 +300,10 @@ def record_failure(
     error: str,
     next_attempt_at: datetime,
     paused_reason: str | None,
-    delivered: int,
+    paused_key: str | None,
 ) -> None:
+    """A failed pass: ``paused_reason`` and ``paused_key`` (the fingerprint of the key Accoil
+    refused) are set on 401/403, else cleared."""
     s = schema.delivery_state
     stmt = database.insert(s).values(
         id=_STATE_ID,
@@ -280,9 +311,9 @@ def record_failure(
         next_attempt_at=next_attempt_at,
         offline_since=now,
         paused_reason=paused_reason,
+        paused_key=paused_key,
         last_failure_at=now,
         last_error=error[:500],
-        delivered_total=delivered,
     )
     conn.execute(
         stmt.on_conflict_do_update(
@@ -292,9 +323,9 @@ def record_failure(
                 "next_attempt_at": next_attempt_at,
                 "offline_since": func.coalesce(s.c.offline_since, now),
                 "paused_reason": paused_reason,
+                "paused_key": paused_key,
                 "last_failure_at": now,
                 "last_error": error[:500],
-                "delivered_total": s.c.delivered_total + delivered,
             },
         )
     )

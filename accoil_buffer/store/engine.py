@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from sqlalchemy import (
     JSON,
@@ -81,6 +81,16 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_postgresql = engine.dialect.name == "postgresql"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, or None (PostgreSQL, or a database in memory)."""
+        if self.is_postgresql:
+            return None
+        database = self.engine.url.database or ""
+        if not database.startswith("file:"):
+            return None  # in memory: the URL of a file is rewritten to file:... at creation
+        return Path(unquote(database.removeprefix("file:")))
 
     @classmethod
     def open(cls, config: Config) -> Database:
