@@ -49,7 +49,7 @@ class Config:
     fold_batch_size: int = 0  # 0: the database's own (Database.fold_batch_size)
     sqlite_synchronous: SqliteSynchronous = "FULL"
     sqlite_busy_timeout_seconds: float = 30.0
-    max_in_flight: int = 8
+    max_in_flight: int = 64
     request_timeout_seconds: float = 10.0
     max_backoff_seconds: float = 300.0
     claim_lease_seconds: float = 60.0
