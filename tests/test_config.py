@@ -6,6 +6,7 @@ import inspect
 import re
 import tomllib
 from dataclasses import fields
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -80,9 +81,13 @@ def test_all_is_complete() -> None:
     public = {
         name
         for name, value in vars(accoil_buffer).items()
-        if not name.startswith("_") and not inspect.ismodule(value)
+        if (not name.startswith("_") or name == "__version__") and not inspect.ismodule(value)
     }
     assert set(accoil_buffer.__all__) == public
+
+
+def test_the_version_is_the_installed_one() -> None:
+    assert accoil_buffer.__version__ == metadata.version("accoil-buffer")
 
 
 def test_the_readme_documents_every_key() -> None:
