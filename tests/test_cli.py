@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from accoil_buffer.cli import MAX_LINE_BYTES
+from accoil_buffer.config import load_config
+from accoil_buffer.mappings import PRESET_NAMES
 from tests import tables
 from tests.fake_accoil import Reply, running
 
@@ -251,7 +253,7 @@ def test_mappings_test_shows_what_each_mapping_would_send(tmp_path: Path) -> Non
         ["Track Calls", "Reports by name"],
         [],
         ["Track Calls", "Forward sign-ups"],
-        [],
+        ["Screen Calls"],
     ]
     assert documents[4]["matches"][1]["body"]["properties"] == {"source": "newsletter"}
 
@@ -268,7 +270,7 @@ def test_mappings_list_shows_what_is_in_force() -> None:
     ]
     custom = run("mappings", "list", "--json", "--config", str(MAPPINGS_EXAMPLE))
     assert custom.returncode == 0, custom.stderr
-    reports = json.loads(custom.stdout)[4]
+    reports = next(m for m in json.loads(custom.stdout) if m["name"] == "Reports by name")
     assert reports == {
         "name": "Reports by name",
         "action": "track",
@@ -298,3 +300,9 @@ def test_a_bad_trigger_stops_every_command_with_its_position(tmp_path: Path) -> 
             "    plan = pro",
             "           ^",
         ]
+
+
+def test_the_mappings_example_keeps_every_preset_action() -> None:
+    """Configured mappings replace the presets: a copy of the example must not lose a type."""
+    actions = {m.action for m in load_config(MAPPINGS_EXAMPLE, environ={}).mappings.mappings}
+    assert set(PRESET_NAMES) - actions == set()
