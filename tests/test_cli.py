@@ -139,7 +139,7 @@ def test_configuration_file_environment_and_flags(tmp_path: Path) -> None:
     ("content", "words"),
     [
         ("databse_url = 'x'\n", "unknown configuration key(s): databse_url"),
-        ("flush_interval_seconds = 'soon'\n", "flush_interval_seconds has an invalid value"),
+        ("flush_interval_seconds = 'soon'\n", "flush_interval_seconds must be a number"),
         ("this is not toml", "is not valid TOML"),
         ("database_url = 'mysql://x'\n", "database_url must be sqlite:/// or postgresql://"),
         ("database_url = 'sqlite+pysqlcipher:///x'\n", "not 'pysqlcipher'"),
