@@ -1,5 +1,7 @@
 """accoil-buffer: a local-first, durable event buffer for Accoil product analytics."""
 
+from importlib import metadata as _metadata
+
 from accoil_buffer.buffer import Buffer, FlushReport, IngestReport, Rejection
 from accoil_buffer.config import Config, ServerConfig, load_config
 from accoil_buffer.errors import (
@@ -10,6 +12,11 @@ from accoil_buffer.errors import (
     SchemaError,
     StorageError,
 )
+
+try:
+    __version__ = _metadata.version("accoil-buffer")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AccoilBufferError",
@@ -24,5 +31,6 @@ __all__ = [
     "SchemaError",
     "ServerConfig",
     "StorageError",
+    "__version__",
     "load_config",
 ]

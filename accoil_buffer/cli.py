@@ -14,16 +14,24 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from accoil_buffer.accoil_api import AccoilClient, Verdict, action_body
 from accoil_buffer.buffer import Buffer
-from accoil_buffer.config import Config, load_config
-from accoil_buffer.errors import AccoilBufferError, InvalidMessage, ListenError
+from accoil_buffer.config import Config, load_config, sqlite_file
+from accoil_buffer.errors import (
+    AccoilBufferError,
+    ConfigError,
+    InvalidMessage,
+    ListenError,
+    StorageError,
+)
 from accoil_buffer.mappings import links
-from accoil_buffer.messages import MAX_MESSAGE_BYTES, normalise
+from accoil_buffer.messages import MAX_MESSAGE_BYTES, format_timestamp, normalise
 from accoil_buffer.server import serve as run_server
 from accoil_buffer.store.engine import Database
-from accoil_buffer.store.migrate import head_revision, upgrade
+from accoil_buffer.store.migrate import current_revision, head_revision, upgrade
 
 F = TypeVar("F", bound=Callable[..., Any])
 IMPORT_BATCH = 1000
@@ -37,10 +45,25 @@ class _CannotListen(click.ClickException):
 
 # A line longer than this cannot hold a 32 KB message, however it is spaced or escaped.
 MAX_LINE_BYTES = 32 * MAX_MESSAGE_BYTES
+LOG_LEVEL = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
+
+
+class UsageProblem(click.ClickException):
+    """A configuration error exits 2, as click's usage errors do, so that a service manager can
+    tell it from a failure that a restart may cure (the unit's RestartPreventExitStatus)."""
+
+    exit_code = 2
+
+
+def configure_logging(level: str) -> None:
+    """One set-up for ``--log-level`` before and after the subcommand; the later one wins."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level.upper())
 
 
 def common_options(command: F) -> F:
-    """``--config`` and ``--database-url`` on every command; errors become one clear line."""
+    """``--config``, ``--database-url`` and ``--log-level`` on every command; errors become
+    one clear line."""
 
     @click.option(
         "--config",
@@ -49,11 +72,18 @@ def common_options(command: F) -> F:
         help="TOML configuration file (default: $ACCOIL_BUFFER_CONFIG).",
     )
     @click.option("--database-url", help="Overrides database_url from the file and environment.")
+    @click.option("--log-level", type=LOG_LEVEL, help="As before the subcommand; this one wins.")
     @wraps(command)
-    def wrapper(config_path: Path | None, database_url: str | None, **kwargs: Any) -> Any:
+    def wrapper(
+        config_path: Path | None, database_url: str | None, log_level: str | None, **kwargs: Any
+    ) -> Any:
+        if log_level is not None:
+            configure_logging(log_level)
         try:
             config = load_config(config_path, overrides={"database_url": database_url})
             return command(config, **kwargs)
+        except ConfigError as exc:
+            raise UsageProblem(str(exc)) from exc
         except AccoilBufferError as exc:
             raise click.ClickException(str(exc)) from exc
 
@@ -62,17 +92,14 @@ def common_options(command: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="accoil-buffer")
-@click.option(
-    "--log-level",
-    default="WARNING",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-)
+@click.option("--log-level", default="WARNING", show_default=True, type=LOG_LEVEL)
 def main(log_level: str) -> None:
-    """A local-first event buffer for Accoil product analytics."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """A local-first event buffer for Accoil product analytics.
+
+    Exit status: 0 done, 1 the operation failed, 2 a usage or configuration error, 3 (serve)
+    the port could not be bound.
+    """
+    configure_logging(log_level)
 
 
 @main.command()
@@ -97,13 +124,55 @@ def serve(config: Config, host: str | None, port: int | None) -> None:
 @main.command()
 @common_options
 def migrate(config: Config) -> None:
-    """Upgrade the database schema to this version's head."""
+    """Upgrade the database schema to this version's head (creating it if need be)."""
     database = Database.open(config)
     try:
+        before = _revision(database)
         upgrade(database)
     finally:
         database.dispose()
-    click.echo(f"schema is at revision {head_revision()} (head)")
+    head = head_revision()
+    if before == head:
+        click.echo(f"the schema is already at revision {head} (head)")
+    elif before is None:
+        click.echo(f"created the schema at revision {head} (head)")
+    else:
+        click.echo(f"upgraded the schema from revision {before} to {head} (head)")
+
+
+def _revision(database: Database) -> str | None:
+    """The schema's revision; None for a database without our tables."""
+    try:
+        with database.engine.connect() as conn:
+            return current_revision(conn)
+    except SQLAlchemyError as exc:
+        raise StorageError(
+            f"could not read the database: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+        ) from exc
+
+
+def _existing(config: Config) -> Buffer:
+    """The buffer for a command that only reads: a database that is not there is an error
+    rather than created, and an older schema is refused rather than migrated."""
+    path = sqlite_file(config.database_url)
+    if not ((path is None or path.exists()) and _has_schema(config)):
+        where = (
+            path.absolute()
+            if path is not None
+            else make_url(config.database_url).render_as_string(hide_password=True)
+        )
+        raise click.ClickException(
+            f"no database at {where}; `accoil-buffer migrate` or `serve` creates it"
+        )
+    return Buffer(config=dataclasses.replace(config, auto_migrate=False), start=False)
+
+
+def _has_schema(config: Config) -> bool:
+    database = Database.open(config)
+    try:
+        return _revision(database) is not None
+    finally:
+        database.dispose()
 
 
 @main.command()
@@ -111,7 +180,7 @@ def migrate(config: Config) -> None:
 @common_options
 def status(config: Config, as_json: bool) -> None:
     """Show what is pending delivery, waiting for identity, and what was dropped."""
-    with Buffer(config=config, start=False) as buffer:
+    with _existing(config) as buffer:
         document = buffer.status()
     if as_json:
         click.echo(json.dumps(document, indent=2))
@@ -136,6 +205,11 @@ def status(config: Config, as_json: bool) -> None:
     drops = ", ".join(f"{reason} {n}" for reason, n in document["drops"].items()) or "none"
     click.echo(f"drops: {drops}")
     _echo_delivery(document["delivery"])
+
+
+def _count(number: int, noun: str, plural: str = "") -> str:
+    """A number with its noun in the right form: 1 message, 2 messages."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def _echo_delivery(delivery: dict[str, Any]) -> None:
@@ -176,13 +250,13 @@ def flush(config: Config, timeout: float | None) -> None:
                 result = buffer.flush(timeout, progress=bar.update)
         else:
             result = buffer.flush(timeout)
-    click.echo(f"folded {result.folded} messages")
+    click.echo(f"folded {_count(result.folded, 'message')}")
     delivery = result.delivery
     if delivery is None:
         raise click.ClickException("delivery is off: set api_key (or ACCOIL_API_KEY)")
     click.echo(
-        f"delivered {delivery.delivered} messages to Accoil "
-        f"({delivery.dead_lettered} dead-lettered, {delivery.retries} retries)"
+        f"delivered {_count(delivery.delivered, 'message')} to Accoil "
+        f"({delivery.dead_lettered} dead-lettered, {_count(delivery.retries, 'retry', 'retries')})"
     )
     if delivery.failure is not None:
         raise click.ClickException(
@@ -221,11 +295,11 @@ def dead_letters() -> None:
 @common_options
 def dead_letters_list(config: Config, as_json: bool) -> None:
     """List dead letters not yet replayed."""
-    with Buffer(config=config, start=False) as buffer:
+    with _existing(config) as buffer:
         letters = buffer.dead_letters()
     for letter in letters:
         if as_json:
-            click.echo(json.dumps(letter, default=str))
+            click.echo(json.dumps({**letter, "created_at": format_timestamp(letter["created_at"])}))
         else:
             click.echo(
                 f"{letter['id']}  {letter['created_at']:%Y-%m-%d %H:%M:%S}  "
@@ -284,8 +358,8 @@ def import_(config: Config, source: IO[bytes]) -> None:
                 ingest()
         ingest()
     click.echo(
-        f"imported {stored} messages ({duplicates} duplicates, {filtered} filtered by "
-        f"integrations); {rejected} lines rejected"
+        f"imported {_count(stored, 'message')} ({_count(duplicates, 'duplicate')}, {filtered} "
+        f"filtered by integrations); {_count(rejected, 'line')} rejected"
     )
     if rejected:
         raise SystemExit(1)

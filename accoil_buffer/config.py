@@ -8,12 +8,17 @@ key, which is ``ACCOIL_API_KEY``. ``ACCOIL_BUFFER_CONFIG`` names the file.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from accoil_buffer.errors import ConfigError
 from accoil_buffer.mappings import PRESETS, Mappings
@@ -22,6 +27,7 @@ DEFAULT_DATABASE_URL = "sqlite:///accoil_buffer.db"
 CONFIG_FILE_VARIABLE = "ACCOIL_BUFFER_CONFIG"
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 Durability = Literal["sync", "group"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class Config:
         )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be greater than 0, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be greater than 0")
         for name in (
             "fold_batch_size",
             "max_outbox_rows",
@@ -87,18 +93,15 @@ class Config:
             "outbox_retention_hours",
         ):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)!r}")
-        if self.durability not in get_args(Durability):
-            raise ConfigError(
-                f"durability must be one of {get_args(Durability)}, got {self.durability!r}"
-            )
-        if self.sqlite_synchronous not in get_args(SqliteSynchronous):
-            raise ConfigError(
-                f"sqlite_synchronous must be one of {get_args(SqliteSynchronous)}, "
-                f"got {self.sqlite_synchronous!r}"
-            )
+                raise ConfigError(f"{name} must not be negative")
+        for name, choices in (
+            ("durability", Durability),
+            ("sqlite_synchronous", SqliteSynchronous),
+        ):
+            if getattr(self, name) not in get_args(choices):
+                raise ConfigError(f"{name} must be one of {', '.join(get_args(choices))}")
         if not 0 < self.server.port < 65536:
-            raise ConfigError(f"server.port must be between 1 and 65535, got {self.server.port}")
+            raise ConfigError("server.port must be between 1 and 65535")
 
 
 def load_config(
@@ -114,10 +117,36 @@ def load_config(
     path = path or environ.get(CONFIG_FILE_VARIABLE)
     values: dict[str, Any] = {}
     if path:
-        values.update(_flatten(_read_toml(Path(path))))
+        path = Path(path)
+        values.update(_flatten(_read_toml(path)))
+        if "database_url" in values:
+            values["database_url"] = _beside(path.absolute().parent, values["database_url"])
     values.update(_from_environment(environ))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return _build(values)
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The file a ``sqlite://`` URL names; None for another database, memory, or no URL at all
+    (opening it reports that)."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(str(url.database))
+
+
+def _beside(folder: Path, database_url: object) -> object:
+    """A relative SQLite path in a file means beside the file, from whatever folder it is run."""
+    if not isinstance(database_url, str):
+        return database_url  # _coerce names its type
+    path = sqlite_file(database_url)
+    if path is None or path.is_absolute():
+        return database_url
+    url = make_url(database_url).set(database=str(folder / path))
+    return url.render_as_string(hide_password=False)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -133,15 +162,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _flatten(document: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in document.items():
-        if key == "server" and isinstance(value, Mapping):
+        if key != "server":
+            flat[key] = value
+        elif isinstance(value, Mapping):
             flat.update({f"server.{k}": v for k, v in value.items()})
         else:
-            flat[key] = value
+            raise ConfigError(f"server must be a table ([server]), got {_kind(value)}")
     return flat
 
 
 # Keys that only a file (or Python) can give: a list of tables has no environment spelling.
 _FILE_ONLY = frozenset({"mappings"})
+_VARIABLE_PREFIX = "ACCOIL_BUFFER_"
 
 
 def _known_keys() -> dict[str, type | Any]:
@@ -153,55 +185,124 @@ def _known_keys() -> dict[str, type | Any]:
 def _variable(key: str) -> str:
     if key == "api_key":
         return "ACCOIL_API_KEY"
-    return "ACCOIL_BUFFER_" + key.replace(".", "_").upper()
+    return _VARIABLE_PREFIX + key.replace(".", "_").upper()
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    variables = {_variable(key): key for key in _known_keys().keys() - _FILE_ONLY}
+    _warn_unknown_variables(environ, {*variables, CONFIG_FILE_VARIABLE})
     values: dict[str, Any] = {}
-    for key in _known_keys().keys() - _FILE_ONLY:
-        raw = environ.get(_variable(key))
+    for variable, key in variables.items():
+        raw = environ.get(variable)
         if raw is not None and raw != "":
             values[key] = raw.split(",") if key == "server.write_keys" else raw
     return values
 
 
+def _warn_unknown_variables(environ: Mapping[str, str], known: Collection[str]) -> None:
+    """A misspelt variable would otherwise be ignored without a word. Its value is never
+    shown: it may be a secret."""
+    for name in sorted(environ):
+        if name.startswith(_VARIABLE_PREFIX) and name not in known:
+            log.warning(
+                "ignoring environment variable %s: accoil-buffer reads no such variable%s",
+                name,
+                _did_you_mean(name, known),
+            )
+
+
+def _did_you_mean(name: str, known: Collection[str]) -> str:
+    match = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Turn a value from TOML, the environment or a flag into the type of the key's default."""
+    """Turn a value from TOML, the environment or a flag into the type of the key's default.
+    An error names the key and the types, never the value, which may be a secret; it is raised
+    outside the handler so that the conversion's own error, which quotes the value, is not
+    chained to it."""
     try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered in {"1", "true", "yes", "on"}:
-                    return True
-                if lowered in {"0", "false", "no", "off"}:
-                    return False
-                raise ValueError(value)
-            if isinstance(value, bool):
-                return value
-            raise TypeError(type(value).__name__)
-        if isinstance(default, int | float) and isinstance(value, bool):
-            raise TypeError("bool")
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            if isinstance(value, str) or not isinstance(value, list | tuple):
-                raise TypeError(type(value).__name__)
-            return tuple(str(item).strip() for item in value if str(item).strip())
-        if isinstance(value, str):
-            if key == "sqlite_synchronous":
-                return value.upper()
-            return value.lower() if key == "durability" else value
-        raise TypeError(type(value).__name__)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key} has an invalid value {value!r} ({exc})") from exc
+        return _convert(key, value, default)
+    except (ValueError, OverflowError):  # int("soon"), int(float("inf"))
+        problem = (
+            "a string that cannot be read as one"
+            if isinstance(value, str)
+            else f"{_kind(value)} out of range"
+        )
+    except TypeError:
+        problem = _kind(value)
+    raise ConfigError(f"{key} must be {_expected(default)}, got {problem}")
+
+
+def _convert(key: str, value: Any, default: Any) -> Any:
+    """``_coerce``'s conversion: TypeError for a value of the wrong type, ValueError for a
+    string that does not read as the type."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, str):
+            raise TypeError
+        lowered = value.strip().lower()
+        if lowered not in _TRUE | _FALSE:
+            raise ValueError
+        return lowered in _TRUE
+    if isinstance(value, bool):  # True is an int to Python, but not a number to a person
+        raise TypeError
+    if isinstance(default, int | float):
+        if not isinstance(value, int | float | str):
+            raise TypeError
+        return type(default)(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple):
+            raise TypeError
+        return tuple(str(item).strip() for item in value if str(item).strip())
+    if not isinstance(value, str):
+        raise TypeError
+    if key == "sqlite_synchronous":
+        return value.upper()
+    return value.lower() if key == "durability" else value
+
+
+def _expected(default: Any) -> str:
+    """The type of a key, in words, from its default."""
+    if isinstance(default, bool):
+        return "a boolean (true/false, yes/no, on/off or 1/0)"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, tuple):
+        return "a list of strings"
+    return "a string"
+
+
+def _kind(value: Any) -> str:
+    """The type of a value, in words, to name in an error instead of the value."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a table"
+    return f"a {type(value).__name__}"  # a TOML date or time
 
 
 def _build(values: Mapping[str, Any]) -> Config:
-    unknown = sorted(set(values) - set(_known_keys()))
+    known = _known_keys()
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
+        described = ", ".join(_unknown(key, known) for key in unknown)
+        raise ConfigError(f"unknown configuration key(s): {described}")
     top_defaults, server_defaults = Config(), ServerConfig()
     top: dict[str, Any] = {}
     server: dict[str, Any] = {}
@@ -216,3 +317,12 @@ def _build(values: Mapping[str, Any]) -> Config:
         else:
             top[key] = _coerce(key, value, getattr(top_defaults, key))
     return dataclasses.replace(top_defaults, server=ServerConfig(**server), **top)
+
+
+def _unknown(key: str, known: Collection[str]) -> str:
+    """An unknown key, with the table it belongs in or the known key it is likely a typo of."""
+    if f"server.{key}" in known:
+        return f"{key} (it belongs under [server])"
+    if key.startswith("server.") and key.removeprefix("server.") in known:
+        return f"{key} (it belongs at the top level, before [server])"
+    return key + _did_you_mean(key, known)

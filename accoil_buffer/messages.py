@@ -114,6 +114,8 @@ def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> 
         )
 
     kind = cleaned.get("type")
+    if kind is None:
+        raise InvalidMessage("type", "is missing")
     if not isinstance(kind, str) or kind.lower() not in TYPES:
         raise InvalidMessage("type", f"must be one of {', '.join(sorted(TYPES))}, got {kind!r}")
     kind = kind.lower()

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, inspect
 
 from accoil_buffer.cli import MAX_LINE_BYTES
+from accoil_buffer.config import load_config
+from accoil_buffer.mappings import PRESET_NAMES
+from accoil_buffer.store.migrate import head_revision
 from tests import tables
 from tests.fake_accoil import Reply, running
 
@@ -19,12 +25,16 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "events.jsonl"
 
 
 def run(
-    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str,
+    stdin: bytes = b"",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    python: tuple[str, ...] = ("-m", "accoil_buffer"),
 ) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
     environment.update(env or {})
     result = subprocess.run(
-        [sys.executable, "-m", "accoil_buffer", *args],
+        [sys.executable, *python, *args],
         input=stdin,
         capture_output=True,
         env=environment,
@@ -72,8 +82,12 @@ def test_import_reports_bad_lines_by_number_and_keeps_the_rest(tmp_path: Path) -
     reported = [line.split(":")[0] for line in result.stderr.splitlines()]
     assert reported == ["line 2", "line 4", "line 5", "line 6", "line 7"]
     assert "line 4: userId: is required" in result.stderr
-    assert "imported 2 messages" in result.stdout
+    assert "imported 2 messages (0 duplicates, 0 filtered by integrations); 5 lines" in (
+        result.stdout
+    )
     assert sum(tables.counts(url).values()) == 2
+    again = run("import", "-", "--database-url", url, stdin=lines[0] + b"\n" + lines[1] + b"\n")
+    assert "imported 1 message (0 duplicates, 0 filtered by integrations); 1 line" in again.stdout
 
 
 def test_import_skips_an_overlong_line_without_reading_it_whole(tmp_path: Path) -> None:
@@ -90,11 +104,13 @@ def test_migrate_then_status_with_auto_migrate_off(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     refused = run("status", "--database-url", url, env={"ACCOIL_BUFFER_AUTO_MIGRATE": "false"})
     assert refused.returncode == 1
-    assert "run `accoil-buffer migrate`" in refused.stderr
+    assert "`accoil-buffer migrate` or `serve` creates it" in refused.stderr
     assert "Traceback" not in refused.stderr
     migrated = run("migrate", "--database-url", url)
     assert migrated.returncode == 0
-    assert "(head)" in migrated.stdout
+    assert migrated.stdout == f"created the schema at revision {head_revision()} (head)\n"
+    again = run("migrate", "--database-url", url)
+    assert again.stdout == f"the schema is already at revision {head_revision()} (head)\n"
     assert (
         run("status", "--database-url", url, env={"ACCOIL_BUFFER_AUTO_MIGRATE": "false"}).returncode
         == 0
@@ -137,19 +153,25 @@ def test_configuration_file_environment_and_flags(tmp_path: Path) -> None:
     ("content", "words"),
     [
         ("databse_url = 'x'\n", "unknown configuration key(s): databse_url"),
-        ("flush_interval_seconds = 'soon'\n", "flush_interval_seconds has an invalid value"),
+        ("flush_interval_seconds = 'soon'\n", "flush_interval_seconds must be a number"),
         ("this is not toml", "is not valid TOML"),
         ("database_url = 'mysql://x'\n", "database_url must be sqlite:/// or postgresql://"),
         ("database_url = 'sqlite+pysqlcipher:///x'\n", "not 'pysqlcipher'"),
+        ("api_key = 998877665544\n", "api_key must be a string, got an integer"),
+        ("[server]\nwrite_keys = 'wk-998877665544'\n", "write_keys must be a list of strings"),
+        ("port = 9000\n", "port (it belongs under [server])"),
     ],
 )
 def test_bad_configuration_is_one_clear_line(tmp_path: Path, content: str, words: str) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(content)
-    result = run("status", "--config", str(config))
-    assert result.returncode == 1
+    result = run("migrate", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: ")
     assert words in result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "998877665544" not in result.stderr
+    assert list(tmp_path.iterdir()) == [config]
 
 
 def test_the_default_database_is_a_private_file_in_the_working_directory(tmp_path: Path) -> None:
@@ -179,6 +201,9 @@ def test_flush_check_and_dead_letters_against_the_fake(database_url: str) -> Non
         listed = run("dead-letters", "list", "--database-url", database_url, env=env)
         assert "HTTP 400" in listed.stdout
         assert "bad event" in listed.stdout
+        as_json = run("dead-letters", "list", "--json", "--database-url", database_url)
+        letter = json.loads(as_json.stdout)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", letter["created_at"])
         status = run("status", "--database-url", database_url, env=env)
         assert f"delivery: to {fake.url}; 2 messages delivered" in status.stdout
         assert "dead letters: 1" in status.stdout
@@ -251,7 +276,7 @@ def test_mappings_test_shows_what_each_mapping_would_send(tmp_path: Path) -> Non
         ["Track Calls", "Reports by name"],
         [],
         ["Track Calls", "Forward sign-ups"],
-        [],
+        ["Screen Calls"],
     ]
     assert documents[4]["matches"][1]["body"]["properties"] == {"source": "newsletter"}
 
@@ -268,7 +293,7 @@ def test_mappings_list_shows_what_is_in_force() -> None:
     ]
     custom = run("mappings", "list", "--json", "--config", str(MAPPINGS_EXAMPLE))
     assert custom.returncode == 0, custom.stderr
-    reports = json.loads(custom.stdout)[4]
+    reports = next(m for m in json.loads(custom.stdout) if m["name"] == "Reports by name")
     assert reports == {
         "name": "Reports by name",
         "action": "track",
@@ -291,10 +316,118 @@ def test_a_bad_trigger_stops_every_command_with_its_position(tmp_path: Path) -> 
     config.write_text("[[mappings]]\nname = 'Pro'\naction = 'track'\ntrigger = 'plan = pro'\n")
     for command in (("status",), ("serve",), ("mappings", "test", "-")):
         result = run(*command, "--config", str(config))
-        assert result.returncode == 1
+        assert result.returncode == 2
         assert result.stderr.splitlines()[-3:] == [
             "Error: mapping 'Pro': trigger: expected a value after '=' (\"text\", a number, true, "
             "false or null), got 'pro' at position 8",
             "    plan = pro",
             "           ^",
         ]
+
+
+def test_the_mappings_example_keeps_every_preset_action() -> None:
+    """Configured mappings replace the presets: a copy of the example must not lose a type."""
+    actions = {m.action for m in load_config(MAPPINGS_EXAMPLE, environ={}).mappings.mappings}
+    assert set(PRESET_NAMES) - actions == set()
+
+
+def test_read_only_commands_create_no_database(tmp_path: Path) -> None:
+    for command in (("status",), ("dead-letters", "list")):
+        result = run(*command, cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"Error: no database at {tmp_path / 'accoil_buffer.db'}; "
+            "`accoil-buffer migrate` or `serve` creates it\n"
+        )
+    assert run("mappings", "list", cwd=tmp_path).returncode == 0
+    assert not list(tmp_path.iterdir())
+
+
+def test_read_only_commands_leave_a_database_without_our_tables_alone(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    if empty_database_url.startswith("sqlite"):
+        (tmp_path / "buffer.db").touch()
+    for command in (("status", "--json"), ("dead-letters", "list")):
+        result = run(*command, "--database-url", empty_database_url)
+        assert result.returncode == 1
+        assert "`accoil-buffer migrate` or `serve` creates it" in result.stderr
+    engine = create_engine(empty_database_url)
+    assert inspect(engine).get_table_names() == []
+    engine.dispose()
+
+
+def test_a_relative_sqlite_path_in_a_config_file_is_beside_the_file(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    config = tmp_path / "etc" / "my.toml"
+    config.write_text('database_url = "sqlite:///cfg.db"\n')
+    imported = run("import", str(EXAMPLES), "--config", "my.toml", cwd=tmp_path / "etc")
+    assert imported.returncode == 0, imported.stderr
+    status = run("status", "--json", "--config", str(config), cwd=tmp_path / "elsewhere")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["pending"]["occurrences"] == 5
+    by_variable = run(
+        "import",
+        str(EXAMPLES),
+        env={"ACCOIL_BUFFER_CONFIG": str(config), "ACCOIL_BUFFER_DATABASE_URL": "sqlite:///v.db"},
+        cwd=tmp_path / "elsewhere",
+    )
+    assert by_variable.returncode == 0, by_variable.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*.db")) == ["cfg.db", "v.db"]
+    assert (tmp_path / "elsewhere" / "v.db").exists()
+
+
+UNIT = EXAMPLES.parent / "accoil-buffer.service"
+
+
+def _unit_setting(name: str) -> str:
+    return next(
+        line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith(name)
+    )
+
+
+def test_the_systemd_unit_command_line_parses_and_a_bad_config_stops_restarts(
+    tmp_path: Path,
+) -> None:
+    """The unit's exact arguments reach the command (which stops on the configuration error
+    added after them) with an exit status the unit does not restart on."""
+    arguments = shlex.split(_unit_setting("ExecStart="))[1:]
+    assert arguments[0] == "serve"
+    config = tmp_path / "bad.toml"
+    config.write_text("port = 9000\n")
+    result = run(*arguments, "--config", str(config), cwd=tmp_path)
+    assert result.stderr == (
+        "Error: unknown configuration key(s): port (it belongs under [server])\n"
+    )
+    assert str(result.returncode) in _unit_setting("RestartPreventExitStatus=").split()
+
+
+def test_log_level_goes_before_or_after_the_subcommand(tmp_path: Path) -> None:
+    env = {"ACCOIL_BUFFER_DATABSE_URL": "sqlite:///x.db"}
+    warned = run("mappings", "list", env=env)
+    assert warned.returncode == 0
+    assert "ignoring environment variable ACCOIL_BUFFER_DATABSE_URL" in warned.stderr
+    assert "(did you mean ACCOIL_BUFFER_DATABASE_URL?)" in warned.stderr
+    assert run("mappings", "list", "--log-level", "ERROR", env=env).stderr == ""
+    assert run("--log-level", "ERROR", "mappings", "list", env=env).stderr == ""
+    later = run("--log-level", "ERROR", "mappings", "list", "--log-level", "warning", env=env)
+    assert "ACCOIL_BUFFER_DATABSE_URL" in later.stderr
+
+
+def test_a_postgresql_url_without_psycopg_names_the_extra(tmp_path: Path) -> None:
+    """Fails until store/engine.py turns the missing import into a ConfigError."""
+    without_psycopg = (
+        "import sys; sys.modules['psycopg'] = None; "
+        "from accoil_buffer.cli import main; main(sys.argv[1:], prog_name='accoil-buffer')"
+    )
+    result = run(
+        "migrate",
+        "--database-url",
+        "postgresql://postgres@127.0.0.1:1/none",
+        python=("-c", without_psycopg),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "pip install 'accoil-buffer[postgres]'" in result.stderr

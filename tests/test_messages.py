@@ -46,7 +46,7 @@ def reject(message: object) -> InvalidMessage:
     [
         ([1, 2], "message", "must be a JSON object"),
         ("track", "message", "must be a JSON object"),
-        ({"userId": "u"}, "type", "must be one of"),
+        ({"userId": "u"}, "type", "is missing"),
         ({"type": "purchase", "userId": "u"}, "type", "must be one of"),
         ({"type": "track", "event": "E"}, "userId", "is required"),
         ({"type": "track", "userId": "", "event": "E"}, "userId", "is required"),

@@ -402,7 +402,7 @@ def test_a_busy_port_is_the_only_thing_said(tmp_path: Path) -> None:
 def test_refuses_a_public_address_without_write_keys(tmp_path: Path) -> None:
     daemon = Daemon(f"sqlite:///{tmp_path / 'x.db'}", args=("--host", "0.0.0.0"))
     _, stderr = daemon.process.communicate(timeout=30)
-    assert daemon.process.returncode == 1
+    assert daemon.process.returncode == 2  # a configuration error
     assert "refusing to listen on 0.0.0.0 without write keys" in stderr.decode()
 
 

@@ -432,7 +432,13 @@ def create_database_engine(config: Config) -> Engine:
             )
         if url.drivername in {"postgresql", "postgres"}:
             url = url.set(drivername="postgresql+psycopg")
-        return create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+        try:
+            return create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+        except ImportError as exc:  # psycopg comes with the "postgres" extra only
+            raise ConfigError(
+                "database_url is a PostgreSQL URL, which needs psycopg 3: "
+                "pip install 'accoil-buffer[postgres]'"
+            ) from exc
     if backend != "sqlite":
         raise ConfigError(
             f"database_url must be sqlite:/// or postgresql://, got a {backend!r} URL"
