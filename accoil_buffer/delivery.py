@@ -341,6 +341,14 @@ class Delivery:
                 and not self._stopping.is_set()
             )
 
+        first = await session.send(body)
+        if not retryable(first):
+            return first, 0  # most answers: no retry machinery built for them
+        answers = [first]
+
+        async def again(body: dict[str, Any]) -> Answer:
+            return answers.pop() if answers else await session.send(body)
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(settings.attempts_per_pass),
             wait=pause,
@@ -348,7 +356,7 @@ class Delivery:
             sleep=self._sleep,
             retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
         )
-        answer: Answer = await retrying(session.send, body)
+        answer: Answer = await retrying(again, body)
         return answer, retrying.statistics.get("attempt_number", 1) - 1
 
     # --- The end of a pass -----------------------------------------------------------------

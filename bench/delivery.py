@@ -122,23 +122,27 @@ def fill(database_url: str, messages: int, days: int = 1) -> int:
 
 
 def flusher(database_url: str, url: str, in_flight: int | None) -> None:
-    """One flusher process: deliver everything, print messages delivered and peak RSS (KiB)."""
+    """One flusher process: deliver everything; print the messages delivered, when the
+    flush began and ended (wall clock, so processes compare), and the peak RSS (KiB)."""
     settings: dict[str, Any] = {} if in_flight is None else {"max_in_flight": in_flight}
     with Buffer(database_url, api_key="bench", endpoint=url, start=False, **settings) as buf:
+        began = time.time()
         report = buf.flush()
+        ended = time.time()
     delivered = 0 if report.delivery is None else report.delivery.delivered
-    print(delivered, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(delivered, began, ended, rss, flush=True)
 
 
 def deliver(database_url: str, url: str, flushers: int, in_flight: int | None) -> tuple[float, int]:
-    """Messages/s of ``flushers`` processes draining one database, and the peak RSS (KiB)."""
+    """Messages/s of ``flushers`` processes draining one database, from the first flush's
+    start to the last one's end (process start-up left out), and the peak RSS (KiB)."""
     command = [sys.executable, "-m", "bench.delivery", "--flusher", database_url, url]
     command += [] if in_flight is None else ["--in-flight", str(in_flight)]
-    started = time.perf_counter()
     processes = [subprocess.Popen(command, stdout=subprocess.PIPE) for _ in range(flushers)]
     results = [process.communicate()[0].decode().split() for process in processes]
-    elapsed = time.perf_counter() - started
-    return sum(int(r[0]) for r in results) / elapsed, max(int(r[1]) for r in results)
+    span = max(float(r[2]) for r in results) - min(float(r[1]) for r in results)
+    return sum(int(r[0]) for r in results) / span, max(int(r[3]) for r in results)
 
 
 def fresh_postgres(url: str, name: str = "accoil_bench") -> str:

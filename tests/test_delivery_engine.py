@@ -220,8 +220,10 @@ def test_a_new_key_resumes_at_once_after_a_401(
     ) as buf:
         buf.track("first", "E")
         assert buf.flush().delivery.paused  # type: ignore[union-attr]
-        paused = buf.status()["delivery"]["paused_reason"]
+        state = buf.status()["delivery"]
+    paused = state["paused_reason"]
     assert key_fingerprint("old-key") in paused
+    assert state["paused_key"] == key_fingerprint("old-key")
     assert "old-key" not in paused
     fake.behaviour = lambda _m: Reply()
     with Buffer(

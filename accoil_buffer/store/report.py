@@ -97,6 +97,7 @@ def _delivery(conn: Connection) -> dict[str, Any]:
         **{name: _iso(state[name]) for name in moments},
         "last_error": state["last_error"],
         "paused_reason": state["paused_reason"],
+        "paused_key": state["paused_key"],  # the fingerprint of the key refused, never the key
         "consecutive_failures": state["consecutive_failures"],
         "delivered_total": int(state["delivered_total"]),
         "dead_letters": int(dead or 0),
