@@ -28,13 +28,12 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as day_time
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Table
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
 from accoil_buffer import accoil_api
 from accoil_buffer.accoil_api import AccoilClient, Answer, Session, Verdict, run_coroutine
-from accoil_buffer.store import deliveries, holders, schema
+from accoil_buffer.store import deliveries, holders
 from accoil_buffer.store.engine import Database
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ class _Row:
     are one message each; a count row is one message per occurrence, ordinals
     ``watermark + 1 .. last``, of which ``acked`` were acknowledged out of order."""
 
-    table: Table
+    kind: deliveries.Kind
     key: tuple[Any, ...]
     body: dict[str, Any] | None = None  # the one message of a row that is not a count
     version: int = 0
@@ -125,6 +124,14 @@ class _Row:
             ahead += 1
         return ahead > self.last
 
+    def progress(self) -> deliveries.Progress:
+        """What Accoil has of this row now, as the store records it."""
+        if not self.is_count:
+            return deliveries.Progress(self.key, version=self.version)
+        done = self.in_flight == 0 and self.exhausted
+        beyond = sorted(self.acked) or None
+        return deliveries.Progress(self.key, watermark=self.watermark, beyond=beyond, done=done)
+
     def answered(self, ordinal: int, acknowledged: bool) -> None:
         self.in_flight -= 1
         if acknowledged and self.is_count:
@@ -167,32 +174,11 @@ class _Wave:
 
     def outcomes(self) -> deliveries.Outcomes:
         """What the wave means for the tables, as the rows stand now (taken on the loop)."""
-        lists: dict[str, list[Any]] = {name: [] for name in _OUTCOME_OF.values()}
-        for row in self.rows.values():
-            name = _OUTCOME_OF[row.table.name]
-            if row.is_count:
-                done = row.in_flight == 0 and row.exhausted
-                beyond = sorted(row.acked) or None
-                lists[name].append((*row.key, row.watermark, beyond, done))
-            elif name in {"users", "accounts"}:
-                lists[name].append((row.key[0], row.version))
-            elif name == "posts":
-                lists[name].append(row.key[0])
-            else:
-                lists[name].append(row.key)
         return deliveries.Outcomes(
-            **lists, dead_letters=self.dead_letters, delivered=self.delivered
+            [(row.kind, row.progress()) for row in self.rows.values()],
+            dead_letters=self.dead_letters,
+            delivered=self.delivered,
         )
-
-
-# Which list of ``deliveries.Outcomes`` an acknowledged row of each table goes to.
-_OUTCOME_OF = {
-    schema.users.name: "users",
-    schema.accounts.name: "accounts",
-    schema.memberships.name: "memberships",
-    schema.daily_counts.name: "counts",
-    schema.posts.name: "posts",
-}
 
 
 class Delivery:
@@ -291,13 +277,13 @@ class Delivery:
 
     # --- The database side: claims, records, releases (on the pass's database thread) ------
 
-    def claim(self, table: Table) -> list[_Row]:
+    def claim(self, kind: deliveries.Kind) -> list[_Row]:
         now = self._clock()
         with self._database.write_between_folds() as conn:
             claimed = deliveries.claim(
                 self._database,
                 conn,
-                table,
+                kind,
                 self.holder,
                 now,
                 self._settings.lease,
@@ -305,10 +291,10 @@ class Delivery:
             )
             accounts = (
                 deliveries.account_traits(conn, [r.key[0] for r in claimed])
-                if table is schema.memberships and claimed
+                if kind.name == "memberships" and claimed
                 else {}
             )
-        return [_row(table, claimed_row, accounts) for claimed_row in claimed]
+        return [_row(kind, claimed_row, accounts) for claimed_row in claimed]
 
     def record(self, outcomes: deliveries.Outcomes, renew: bool) -> None:
         with self._database.write_between_folds() as conn:
@@ -433,19 +419,19 @@ class _Pass:
         with ThreadPoolExecutor(1, thread_name_prefix="accoil-record") as database:
             self._database = database
             async with self._delivery._client.session() as session:
-                for table in deliveries.CLAIMED_TABLES:
+                for kind in deliveries.KINDS:
                     if self._halted():
                         break
                     try:
-                        await self._deliver(session, table)
+                        await self._deliver(session, kind)
                     except BaseExceptionGroup as group:
                         raise group.exceptions[0] from None  # a database error, as raised
         if self._halted():
             self._report.complete = False
         return self._stop
 
-    async def _deliver(self, session: Session, table: Table) -> None:
-        feed = _Feed(self, table)
+    async def _deliver(self, session: Session, kind: deliveries.Kind) -> None:
+        feed = _Feed(self, kind)
         finished = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._recorder(finished))
@@ -502,9 +488,9 @@ class _Pass:
 class _Feed:
     """The messages of one kind of row, claimed as the senders need them."""
 
-    def __init__(self, owner: _Pass, table: Table) -> None:
+    def __init__(self, owner: _Pass, kind: deliveries.Kind) -> None:
         self._owner = owner
-        self._table = table
+        self._kind = kind
         self._window = owner._settings.max_in_flight
         self._rows: deque[_Row] = deque()  # rows with messages left to issue
         self._in_flight: set[_Row] = set()
@@ -555,7 +541,7 @@ class _Feed:
 
     async def _claim(self) -> None:
         try:
-            rows = await self._owner.on_database(self._owner._delivery.claim, self._table)
+            rows = await self._owner.on_database(self._owner._delivery.claim, self._kind)
             self._rows.extend(rows)
             self._exhausted = not rows
         finally:
@@ -564,33 +550,35 @@ class _Feed:
 
 
 def _row(
-    table: Table, claimed: deliveries.Claimed, accounts: dict[str, tuple[Any, datetime]]
+    kind: deliveries.Kind, claimed: deliveries.Claimed, accounts: dict[str, tuple[Any, datetime]]
 ) -> _Row:
     """The row to send, with the body of its message (counts build theirs per ordinal)."""
     v = claimed.values
-    if table is schema.users:
-        body = accoil_api.identify_body(
-            v["user_id"], v["traits"], v["last_timestamp"], v["traits_version"]
+    if kind.name == "counts":
+        watermark = v["delivered_count"]
+        acked = {n for n in v["acked_beyond"] or () if n > watermark}
+        return _Row(
+            kind, claimed.key, watermark=watermark, last=v["count"], acked=acked, next=watermark + 1
         )
-        return _Row(table, claimed.key, body, version=v["traits_version"])
-    if table is schema.accounts:
-        body = accoil_api.group_body(
-            v["group_id"], v["traits"], v["last_timestamp"], version=v["traits_version"]
-        )
-        return _Row(table, claimed.key, body, version=v["traits_version"])
-    if table is schema.memberships:
-        traits, _ = accounts.get(v["group_id"], ({}, v["last_timestamp"]))
-        body = accoil_api.group_body(
-            v["group_id"], traits, v["last_timestamp"], user_id=v["user_id"]
-        )
-        return _Row(table, claimed.key, body)
-    if table is schema.posts:
-        return _Row(table, claimed.key, v["payload"])
-    watermark = v["delivered_count"]
-    acked = {n for n in v["acked_beyond"] or () if n > watermark}
-    return _Row(
-        table, claimed.key, watermark=watermark, last=v["count"], acked=acked, next=watermark + 1
-    )
+    return _Row(kind, claimed.key, _BODIES[kind.name](v, accounts), v.get("traits_version", 0))
+
+
+# The one message each row of the other kinds stands for, from its claimed columns.
+_BODIES: dict[str, Callable[[dict[str, Any], dict[str, tuple[Any, datetime]]], dict[str, Any]]] = {
+    "users": lambda v, _: accoil_api.identify_body(
+        v["user_id"], v["traits"], v["last_timestamp"], v["traits_version"]
+    ),
+    "accounts": lambda v, _: accoil_api.group_body(
+        v["group_id"], v["traits"], v["last_timestamp"], version=v["traits_version"]
+    ),
+    "memberships": lambda v, accounts: accoil_api.group_body(
+        v["group_id"],
+        accounts.get(v["group_id"], ({}, None))[0],
+        v["last_timestamp"],
+        user_id=v["user_id"],
+    ),
+    "posts": lambda v, _: dict(v["payload"]),
+}
 
 
 def timestamp_in_day(day: date, now: datetime) -> datetime:

@@ -59,7 +59,13 @@ def claim_ms(url: str, delivered: int) -> float:
         with database.write() as conn:
             started = time.perf_counter()
             claimed = deliveries.claim(
-                database, conn, dc, f"flusher-{attempt}", now, timedelta(minutes=5), CLAIM
+                database,
+                conn,
+                deliveries.KIND["counts"],
+                f"flusher-{attempt}",
+                now,
+                timedelta(minutes=5),
+                CLAIM,
             )
             times.append(time.perf_counter() - started)
         assert len(claimed) == CLAIM

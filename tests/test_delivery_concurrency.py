@@ -119,11 +119,11 @@ def test_claims_read_only_the_rows_waiting_for_delivery(database_url: str, clock
     database = Database.open(Config(database_url=database_url))
     recorded = tables.record_plans(database.engine, re.compile(r"^UPDATE \w+ SET claimed_by"))
     with database.write() as conn:
-        for table in deliveries.CLAIMED_TABLES:
-            deliveries.claim(database, conn, table, "h", clock(), timedelta(minutes=1), 100)
+        for kind in deliveries.KINDS:
+            deliveries.claim(database, conn, kind, "h", clock(), timedelta(minutes=1), 100)
     database.dispose()
     plans = {statement.split()[1]: plan for statement, plan in recorded}
-    assert set(plans) == {t.name for t in deliveries.CLAIMED_TABLES}
+    assert set(plans) == {kind.table.name for kind in deliveries.KINDS}
     for name in schema.PENDING:
         assert f"ix_{name}_pending" in plans[name], plans[name]
 

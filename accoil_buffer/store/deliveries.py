@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Column,
+    ColumnElement,
     Connection,
+    Executable,
     Table,
     bindparam,
     case,
@@ -30,15 +33,8 @@ from sqlalchemy import (
 from accoil_buffer.store import schema
 from accoil_buffer.store.engine import Database
 
-# In the order a pass delivers them (SPEC 4.3).
-CLAIMED_TABLES = (
-    schema.users,
-    schema.accounts,
-    schema.memberships,
-    schema.daily_counts,
-    schema.posts,
-)
 _STATE_ID = 1
+_RELEASED = {"claimed_by": None, "claimed_until": None}
 
 
 @dataclass(frozen=True)
@@ -50,15 +46,108 @@ class Claimed:
 
 
 @dataclass(frozen=True)
-class Outcomes:
-    """What one wave of answers means for the tables; all lists may be empty."""
+class Progress:
+    """What Accoil acknowledged of one claimed row: ``version`` (users, accounts) is the
+    traits version it now has; a count row's ``watermark`` is the occurrence up to which
+    it has them all, ``beyond`` those it has above, and ``done`` releases the claim."""
 
-    users: Sequence[tuple[str, int]] = ()  # (user_id, version now at Accoil)
-    accounts: Sequence[tuple[str, int]] = ()  # (group_id, version)
-    memberships: Sequence[tuple[str, str]] = ()  # (group_id, user_id)
-    # (key…, delivered_count, acked_beyond or None, done): done releases the row's claim
-    counts: Sequence[tuple[date, str, str, str, int, list[int] | None, bool]] = ()
-    posts: Sequence[int] = ()  # ids of accoil_outbox_posts rows, done with
+    key: tuple[Any, ...]
+    version: int = 0
+    watermark: int = 0
+    beyond: list[int] | None = None
+    done: bool = True
+
+    def parameters(self, holder: str, now: datetime) -> dict[str, Any]:
+        """The parameters of every kind's record statement (each takes the ones it needs)."""
+        keys = {f"k{i}": value for i, value in enumerate(self.key)}
+        return {
+            **keys,
+            "v": self.version,
+            "to": self.watermark,
+            "beyond": self.beyond,
+            "done": self.done,
+            "now": now,
+            "holder": holder,
+        }
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of row that delivery sends, described once: its table, which of its rows
+    wait for Accoil and in the order claims take them, since when a waiting row waits, and
+    the statement that records Accoil's acknowledgement of one (from ``Progress``)."""
+
+    name: str
+    table: Table
+    waiting: schema.Waiting
+    since: Column[Any]
+    record: Executable
+
+
+def _held(table: Table) -> list[ColumnElement[bool]]:
+    """A row by its key (bound as k0, k1, …), as long as this holder still claims it."""
+    columns = table.primary_key.columns
+    return [c == bindparam(f"k{i}") for i, c in enumerate(columns)] + [
+        table.c.claimed_by == bindparam("holder")
+    ]
+
+
+def _versioned(table: Table) -> Kind:
+    version: Any = bindparam("v")
+    record = (
+        update(table)
+        .where(*_held(table), table.c.delivered_version < version)
+        .values(
+            delivered_version=version,
+            pending_since=case((table.c.traits_version > version, table.c.updated_at), else_=None),
+            **_RELEASED,
+        )
+    )
+    name = table.name.removeprefix("accoil_")
+    return Kind(name, table, schema.PENDING[table.name], table.c.pending_since, record)
+
+
+_m, _dc, _p = schema.memberships, schema.daily_counts, schema.posts
+# In the order a pass delivers them: a group's traits before its memberships, and users
+# and accounts before the events that speak of them.
+KINDS = (
+    _versioned(schema.users),
+    _versioned(schema.accounts),
+    Kind(
+        "memberships",
+        _m,
+        schema.PENDING[_m.name],
+        _m.c.created_at,
+        update(_m).where(*_held(_m)).values(delivered_at=bindparam("now"), **_RELEASED),
+    ),
+    Kind(
+        "counts",
+        _dc,
+        schema.PENDING[_dc.name],
+        _dc.c.pending_since,
+        update(_dc)
+        .where(*_held(_dc), _dc.c.delivered_count <= bindparam("to"))
+        .values(
+            delivered_count=bindparam("to"),
+            acked_beyond=bindparam("beyond", type_=_dc.c.acked_beyond.type),
+            pending_since=case((_dc.c.count > bindparam("to"), _dc.c.pending_since), else_=None),
+            claimed_by=case((bindparam("done"), None), else_=_dc.c.claimed_by),
+            claimed_until=case((bindparam("done"), None), else_=_dc.c.claimed_until),
+        ),
+    ),
+    # Posts are deleted once delivered: every row waits.
+    Kind(
+        "posts", _p, schema.Waiting(true(), _p.c.id), _p.c.received_at, delete(_p).where(*_held(_p))
+    ),
+)
+KIND = {kind.name: kind for kind in KINDS}
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """What one wave of answers means for the tables."""
+
+    progress: Sequence[tuple[Kind, Progress]] = ()
     dead_letters: Sequence[dict[str, Any]] = ()  # message_id, type, payload, status, response
     delivered: int = 0  # messages Accoil took (2xx): added to delivered_total
 
@@ -66,17 +155,17 @@ class Outcomes:
 def claim(
     database: Database,
     conn: Connection,
-    table: Table,
+    kind: Kind,
     holder: str,
     now: datetime,
     lease: timedelta,
     limit: int,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` pending rows of ``table`` that nobody holds (this holder's own
+    """Claim up to ``limit`` waiting rows of ``kind`` that nobody holds (this holder's own
     claims included: a pass claims again as it goes, while it still sends what it holds)."""
+    table, waiting = kind.table, kind.waiting
     keys = list(table.primary_key.columns)
     free = or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
-    waiting = schema.PENDING.get(table.name) or schema.Waiting(true(), keys[0])  # posts: all
     candidates = database.skip_locked(
         select(*keys).where(waiting.condition, free).order_by(waiting.order).limit(limit)
     )
@@ -102,98 +191,17 @@ def account_traits(conn: Connection, group_ids: Sequence[str]) -> dict[str, tupl
     return {group_id: (traits, timestamp) for group_id, traits, timestamp in rows}
 
 
-_RELEASED = {"claimed_by": None, "claimed_until": None}
-
-
-def _record_version(table: Table) -> Any:
-    key = table.primary_key.columns.values()[0]
-    version: Any = bindparam("v")
-    return (
-        update(table)
-        .where(
-            key == bindparam("k"),
-            table.c.claimed_by == bindparam("holder"),
-            table.c.delivered_version < version,
-        )
-        .values(
-            delivered_version=version,
-            pending_since=case((table.c.traits_version > version, table.c.updated_at), else_=None),
-            **_RELEASED,
-        )
-    )
-
-
-# Built once: recording runs for every wave of answers, on the delivery hot path.
-_RECORD_USERS = _record_version(schema.users)
-_RECORD_ACCOUNTS = _record_version(schema.accounts)
-_m, _dc = schema.memberships, schema.daily_counts
-_RECORD_MEMBERSHIPS = (
-    update(_m)
-    .where(
-        _m.c.group_id == bindparam("g"),
-        _m.c.user_id == bindparam("u"),
-        _m.c.claimed_by == bindparam("holder"),
-    )
-    .values(delivered_at=bindparam("now"), **_RELEASED)
-)
-_RECORD_COUNTS = (
-    update(_dc)
-    .where(
-        _dc.c.day == bindparam("d"),
-        _dc.c.user_id == bindparam("u"),
-        _dc.c.kind == bindparam("kd"),
-        _dc.c.name == bindparam("n"),
-        _dc.c.claimed_by == bindparam("holder"),
-        _dc.c.delivered_count <= bindparam("to"),
-    )
-    .values(
-        delivered_count=bindparam("to"),
-        acked_beyond=bindparam("beyond", type_=_dc.c.acked_beyond.type),
-        pending_since=case((_dc.c.count > bindparam("to"), _dc.c.pending_since), else_=None),
-        claimed_by=case((bindparam("done"), None), else_=_dc.c.claimed_by),
-        claimed_until=case((bindparam("done"), None), else_=_dc.c.claimed_until),
-    )
-)
-
-
-_p = schema.posts
-_RECORD_POSTS = delete(_p).where(_p.c.id == bindparam("i"), _p.c.claimed_by == bindparam("holder"))
-
-
 def record(
     database: Database, conn: Connection, holder: str, outcomes: Outcomes, now: datetime
 ) -> None:
     """Advance delivery accounting for rows this holder still claims, releasing the rows it
     is done with, and add to ``delivered_total``; store dead letters."""
-    mine = {"holder": holder}
-    if outcomes.users:
-        conn.execute(_RECORD_USERS, [{"k": k, "v": v, **mine} for k, v in outcomes.users])
-    if outcomes.accounts:
-        conn.execute(_RECORD_ACCOUNTS, [{"k": k, "v": v, **mine} for k, v in outcomes.accounts])
-    if outcomes.memberships:
-        conn.execute(
-            _RECORD_MEMBERSHIPS,
-            [{"g": g, "u": user, "now": now, **mine} for g, user in outcomes.memberships],
-        )
-    if outcomes.counts:
-        conn.execute(
-            _RECORD_COUNTS,
-            [
-                {
-                    "d": d,
-                    "u": user,
-                    "kd": kind,
-                    "n": name,
-                    "to": to,
-                    "beyond": beyond,
-                    "done": done,
-                    **mine,
-                }
-                for d, user, kind, name, to, beyond, done in outcomes.counts
-            ],
-        )
-    if outcomes.posts:
-        conn.execute(_RECORD_POSTS, [{"i": i, **mine} for i in outcomes.posts])
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for kind, progress in outcomes.progress:
+        by_kind.setdefault(kind.name, []).append(progress.parameters(holder, now))
+    for kind in KINDS:
+        if kind.name in by_kind:
+            conn.execute(kind.record, by_kind[kind.name])
     if outcomes.dead_letters:
         conn.execute(
             schema.dead_letters.insert(),
@@ -214,7 +222,7 @@ def record(
 def reap(conn: Connection, holder: str, is_dead: Callable[[str], bool]) -> list[str]:
     """Free the claims of every other holder that ``is_dead`` knows to be gone; returns them."""
     holders: set[str] = set()
-    for table in CLAIMED_TABLES:
+    for table in (kind.table for kind in KINDS):
         holders.update(
             conn.scalars(
                 select(table.c.claimed_by)
@@ -223,7 +231,7 @@ def reap(conn: Connection, holder: str, is_dead: Callable[[str], bool]) -> list[
             )
         )
     dead = sorted(h for h in holders if is_dead(h))
-    for table in CLAIMED_TABLES:
+    for table in (kind.table for kind in KINDS):
         if dead:
             conn.execute(update(table).where(table.c.claimed_by.in_(dead)).values(**_RELEASED))
     return dead
@@ -240,7 +248,7 @@ def renew(conn: Connection, holder: str, until: datetime) -> None:
 
 
 def _update_claims(conn: Connection, holder: str, **values: object) -> None:
-    for table in CLAIMED_TABLES:
+    for table in (kind.table for kind in KINDS):
         conn.execute(update(table).where(table.c.claimed_by == holder).values(**values))
 
 
