@@ -61,6 +61,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
+from typing import Any
 
 import aiohttp
 import h2.config
@@ -392,19 +393,25 @@ def httpx_limits(concurrency: int) -> httpx.Limits:
     return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
 
+def posting(url: Url, client_of: Callable[[int], Any], errors: type[Exception]) -> ThreadWorker:
+    """A thread's loop: post with worker ``i``'s client until the window closes."""
+
+    def worker(i: int, tally: Tally) -> None:
+        client = client_of(i)
+        while tally.running(i):
+            try:
+                tally.record(i, client.post(url[2], content=BODY).status_code)
+            except errors as exc:
+                tally.failed(i, repr(exc))
+
+    return worker
+
+
 def setup_httpx_threads_shared(
     url: Url, concurrency: int
 ) -> tuple[ThreadWorker, Callable[[], None]]:
     client = httpx.Client(limits=httpx_limits(concurrency), timeout=TIMEOUT, headers=HEADERS)
-
-    def worker(i: int, tally: Tally) -> None:
-        while tally.running(i):
-            try:
-                tally.record(i, client.post(url[2], content=BODY).status_code)
-            except httpx.HTTPError as exc:
-                tally.failed(i, repr(exc))
-
-    return worker, client.close
+    return posting(url, lambda _i: client, httpx.HTTPError), client.close
 
 
 def setup_httpx_threads_own(url: Url, concurrency: int) -> tuple[ThreadWorker, Callable[[], None]]:
@@ -417,19 +424,11 @@ def setup_httpx_threads_own(url: Url, concurrency: int) -> tuple[ThreadWorker, C
         for _ in range(concurrency)
     ]
 
-    def worker(i: int, tally: Tally) -> None:
-        client = clients[i]
-        while tally.running(i):
-            try:
-                tally.record(i, client.post(url[2], content=BODY).status_code)
-            except httpx.HTTPError as exc:
-                tally.failed(i, repr(exc))
-
     def close() -> None:
         for client in clients:
             client.close()
 
-    return worker, close
+    return posting(url, clients.__getitem__, httpx.HTTPError), close
 
 
 def setup_httpx2_threads_shared(
@@ -437,15 +436,7 @@ def setup_httpx2_threads_shared(
 ) -> tuple[ThreadWorker, Callable[[], None]]:
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     client = httpx2.Client(limits=limits, timeout=TIMEOUT, headers=HEADERS)
-
-    def worker(i: int, tally: Tally) -> None:
-        while tally.running(i):
-            try:
-                tally.record(i, client.post(url[2], content=BODY).status_code)
-            except httpx2.HTTPError as exc:
-                tally.failed(i, repr(exc))
-
-    return worker, client.close
+    return posting(url, lambda _i: client, httpx2.HTTPError), client.close
 
 
 def setup_stdlib_threads(url: Url, concurrency: int) -> tuple[ThreadWorker, Callable[[], None]]:
@@ -489,13 +480,17 @@ async def setup_httpx_aiohttp(url: Url, concurrency: int) -> tuple[AsyncWorker, 
     return _httpx_async_worker(client, url), client.aclose
 
 
-def _httpx_async_worker(client: httpx.AsyncClient, url: Url) -> AsyncWorker:
+def _httpx_async_worker(
+    client: Any, url: Url, errors: type[Exception] = httpx.HTTPError
+) -> AsyncWorker:
+    """A task's loop: post through ``client`` (httpx's or httpx2's) until the window closes."""
+
     async def worker(i: int, tally: Tally) -> None:
         while tally.running(i):
             try:
                 response = await client.post(url[2], content=BODY)
                 tally.record(i, response.status_code)
-            except httpx.HTTPError as exc:
+            except errors as exc:
                 tally.failed(i, repr(exc))
 
     return worker
@@ -504,16 +499,7 @@ def _httpx_async_worker(client: httpx.AsyncClient, url: Url) -> AsyncWorker:
 async def setup_httpx2_async(url: Url, concurrency: int) -> tuple[AsyncWorker, Close]:
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     client = httpx2.AsyncClient(limits=limits, timeout=TIMEOUT, headers=HEADERS)
-
-    async def worker(i: int, tally: Tally) -> None:
-        while tally.running(i):
-            try:
-                response = await client.post(url[2], content=BODY)
-                tally.record(i, response.status_code)
-            except httpx2.HTTPError as exc:
-                tally.failed(i, repr(exc))
-
-    return worker, client.aclose
+    return _httpx_async_worker(client, url, httpx2.HTTPError), client.aclose
 
 
 async def setup_aiohttp_raw(url: Url, concurrency: int) -> tuple[AsyncWorker, Close]:
