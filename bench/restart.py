@@ -70,6 +70,7 @@ def drill(name: str, database_url: str, accoil_url: str, args: argparse.Namespac
         time.sleep(args.every)
         daemon.send_signal(signal.SIGKILL)
         daemon.wait()
+        time.sleep(3 * args.latency_ms / 1000)  # what the dead process had in flight lands
         daemon = start(database_url, accoil_url)
         resumes.append(resumed_after(accoil_url))
     while (left := pending(database_url)) and time.monotonic() - began < 600:
