@@ -37,6 +37,8 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8740
     write_keys: tuple[str, ...] = field(default=(), repr=False)
+    cors_origins: tuple[str, ...] = ()  # web pages that may send; none by default
+    public_url: str = ""  # how browsers reach the daemon behind a proxy; "": as requested
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,10 @@ def _variable(key: str) -> str:
     return _VARIABLE_PREFIX + key.replace(".", "_").upper()
 
 
+# Keys whose environment variable is a comma-separated list.
+_LISTS = frozenset({"server.write_keys", "server.cors_origins"})
+
+
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     variables = {_variable(key): key for key in _known_keys().keys() - _FILE_ONLY}
     _warn_unknown_variables(environ, {*variables, CONFIG_FILE_VARIABLE})
@@ -195,7 +201,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     for variable, key in variables.items():
         raw = environ.get(variable)
         if raw is not None and raw != "":
-            values[key] = raw.split(",") if key == "server.write_keys" else raw
+            values[key] = raw.split(",") if key in _LISTS else raw
     return values
 
 

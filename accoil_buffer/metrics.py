@@ -94,6 +94,11 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.discarded = Counter(
+            "accoil_buffer_http_discarded_usage_metrics",
+            "Usage reports of analytics.js (POST /v1/m), answered and dropped",
+            registry=self.registry,
+        )
         self.registry.register(_StatusCollector(status))
 
     def render(self) -> bytes:

@@ -21,12 +21,15 @@ import signal
 import socket
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -56,8 +59,10 @@ ENDPOINTS = {
     "a": "alias",
     "batch": "batch",
     "b": "batch",
+    "import": "batch",  # older mobile libraries (analytics-android 4, early analytics-ios)
 }
 SHUTDOWN_GRACE_SECONDS = 10
+CORS_MAX_AGE_SECONDS = 600  # how long a browser may keep a granted preflight
 # A client has this long to send a request's headers, and then its body: a connection that
 # never finishes them is closed instead of held forever.
 HEADER_TIMEOUT_SECONDS = 10.0
@@ -95,8 +100,10 @@ class _Refusal(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message}, status_code=status)
+def _error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
 def is_loopback(host: str) -> bool:
@@ -202,16 +209,32 @@ class Sidecar:
     def __init__(self, buffer: Buffer, server: ServerConfig) -> None:
         self._buffer = buffer
         self._write_keys = [key.encode() for key in server.write_keys]
+        self._public_url = server.public_url.rstrip("/")
         self.metrics = Metrics(buffer.status)
         routes = Starlette(
             routes=[
-                Route("/v1/{endpoint}", self.ingest, methods=["POST"]),
+                # A trailing slash is taken as it comes: a redirect would lose a POST's body
+                # in some clients.
+                *_either_slash("/v1/m", self.usage_metrics, "POST"),
+                *_either_slash("/v1/status", self.status, "GET"),
+                *_either_slash("/v1/projects/{write_key}/settings", self.settings, "GET"),
+                *_either_slash("/v1/{endpoint}", self.ingest, "POST"),
                 Route("/health", self.health, methods=["GET"]),
                 Route("/metrics", self.prometheus, methods=["GET"]),
-                Route("/v1/status", self.status, methods=["GET"]),
-            ]
+            ],
+            exception_handlers={HTTPException: _http_error},
         )
-        self.app = _CountAnswers(routes, self.metrics)
+        routes.router.redirect_slashes = False
+        browsers = _CORS(
+            routes,
+            allow_origins=list(server.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],  # echoes what is asked: Authorization, X-Retry-Count, …
+            allow_private_network=True,  # a public page calling a daemon on this machine
+            max_age=CORS_MAX_AGE_SECONDS,
+        )
+        guarded = _RefuseForeignPages(browsers, frozenset(server.cors_origins), self.metrics)
+        self.app = _CountAnswers(guarded, self.metrics)
 
     def _authorised(self, key: str | None) -> bool:
         if not self._write_keys:
@@ -262,6 +285,21 @@ class Sidecar:
             ]
         return JSONResponse(answer)
 
+    async def usage_metrics(self, _request: Request) -> Response:
+        """analytics.js reports its own usage here: taken and dropped, never stored."""
+        self.metrics.discarded.inc()
+        return JSONResponse({"success": True})
+
+    async def settings(self, request: Request) -> Response:
+        """The settings document analytics.js loads from Segment's CDN, pointing it here:
+        ``AnalyticsBrowser.load({writeKey, cdnURL: <this daemon>})`` needs nothing else."""
+        write_key = request.path_params["write_key"]
+        if not self._authorised(write_key):
+            return _error(401, "unauthorized", "unknown write key")
+        base = self._public_url or f"{request.url.scheme}://{request.url.netloc}"
+        scheme, _, host = base.partition("://")
+        return JSONResponse(segment_settings(write_key, f"{host}/v1", scheme))
+
     async def health(self, _request: Request) -> Response:
         health = await run_in_threadpool(self._buffer.health)
         return JSONResponse(health.document(), 200 if health.storing else 503)
@@ -286,6 +324,81 @@ class Sidecar:
             return respond(await run_in_threadpool(read))
         except StorageError as exc:
             return _error(503, "unavailable", str(exc))
+
+
+def _either_slash(path: str, endpoint: Callable[[Request], Any], method: str) -> list[Route]:
+    return [Route(path, endpoint, methods=[method]), Route(path + "/", endpoint, methods=[method])]
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (no such path, a method a path does not take) as our JSON."""
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, "bad_request")
+    return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+def segment_settings(write_key: str, api_host: str, protocol: str) -> dict[str, Any]:
+    """What Segment's CDN serves analytics.js for a source, sending to ``api_host`` (a host
+    and path, as ``127.0.0.1:8740/v1``); its own usage metrics are off (``sampleRate`` 0)."""
+    return {
+        "integrations": {
+            "Segment.io": {
+                "apiKey": write_key,
+                "apiHost": api_host,
+                "protocol": protocol,
+                "unbundledIntegrations": [],
+                "addBundledMetadata": True,
+                "maybeBundledConfigIds": {},
+            }
+        },
+        "plan": {"track": {"__default": {"enabled": True, "integrations": {}}}},
+        "metrics": {"sampleRate": 0},
+        "analyticsNextEnabled": True,
+        "middlewareSettings": {},
+        "enabledMiddleware": {},
+        "legacyVideoPluginsEnabled": False,
+        "remotePlugins": [],
+    }
+
+
+class _CORS(CORSMiddleware):
+    """Starlette's CORS, answering a granted preflight 204 with no body."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code != 200:
+            return answer  # a refused preflight says why
+        kept = {k: v for k, v in answer.headers.items() if k not in _BODY_HEADERS}
+        return Response(status_code=204, headers=kept)
+
+
+_BODY_HEADERS = frozenset({"content-length", "content-type"})
+
+
+class _RefuseForeignPages:
+    """Refuses, 403, every request whose ``Origin`` is not in ``[server] cors_origins``:
+    whatever its content type and whether or not write keys are set, so no web page can
+    write into a daemon on a person's machine (a beacon or a no-cors fetch needs no
+    preflight). Requests without ``Origin`` (servers, curl) pass."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str], metrics: Metrics) -> None:
+        self._app, self._allowed, self._metrics = app, allowed, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "*" not in self._allowed:
+            origin = Headers(scope=scope).get("origin")
+            if origin is not None and origin not in self._allowed:
+                self._metrics.rejected.labels("forbidden_origin").inc()
+                refusal = _error(
+                    403,
+                    "forbidden_origin",
+                    f"web pages from {origin[:100]} may not send here: add the origin to "
+                    "[server] cors_origins (ACCOIL_BUFFER_SERVER_CORS_ORIGINS)",
+                )
+                await refusal(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
 
 
 class _CountAnswers:
@@ -392,6 +505,11 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
             f"accoil-buffer listening on http://{config.server.host}:{config.server.port}"
             + (" (write keys required)" if config.server.write_keys else "")
         )
+        if "*" in config.server.cors_origins:
+            announce(
+                "WARNING: cors_origins is *: any web page a person visits can send events "
+                "here; list the origins of your own pages instead"
+            )
         announce(
             f"delivery to {delivery['endpoint']}"
             if delivery["enabled"]
