@@ -1,0 +1,30 @@
+// The real @segment/analytics-node (and the old analytics-node) sending a mix of calls to
+// the daemon: node node_client.mjs new|old DAEMON_URL WRITE_KEY PREFIX
+import { Analytics } from "@segment/analytics-node";
+import OldAnalytics from "analytics-node";
+
+const [flavour, host, writeKey, prefix] = process.argv.slice(2);
+const calls = (analytics) => {
+  for (let i = 0; i < 30; i++) {
+    const userId = `${prefix}-${i % 3}`;
+    analytics.track({ userId, event: "Report Created" });
+    if (i % 10 === 0) {
+      analytics.identify({ userId, traits: { plan: "pro", seat: i } });
+      analytics.page({ userId, name: "Home" });
+    }
+  }
+  analytics.group({ userId: `${prefix}-0`, groupId: `${prefix}-acc`, traits: { name: "Acme" } });
+};
+if (flavour === "new") {
+  const analytics = new Analytics({ writeKey, host, maxRetries: 10, flushInterval: 200 });
+  analytics.on("error", (error) => console.error(String(error)));
+  calls(analytics);
+  await analytics.closeAndFlush({ timeout: 30000 });
+} else {
+  const analytics = new OldAnalytics(writeKey, { host, flushAt: 5, retryCount: 10 });
+  calls(analytics);
+  await new Promise((resolve, reject) =>
+    analytics.flush((error) => (error ? reject(error) : resolve())),
+  );
+}
+console.log("done");
