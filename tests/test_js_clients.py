@@ -11,6 +11,7 @@ import http.server
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,28 @@ def test_analytics_node_through_the_daemon(database_url: str, flavour: str) -> N
         (f"{flavour}-2", "page", "Home"): 1,
     }
     assert tables.memberships(database_url) == {(f"{flavour}-acc", f"{flavour}-0")}
+
+
+def test_analytics_node_retries_across_a_daemon_restart(database_url: str) -> None:
+    env = {"ACCOIL_BUFFER_SERVER_WRITE_KEYS": "wk"}
+    first = Daemon(database_url, env=env)
+    first.wait_ready()
+    client = subprocess.Popen(
+        ["node", "node_client.mjs", "steady", first.url, "wk", "steady"],
+        cwd=JS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "started"
+    time.sleep(0.5)
+    code, stderr = first.stop()  # the client goes on calling while nothing listens
+    assert code == 0, stderr
+    second = Daemon(database_url, env=env, port=first.port)
+    second.wait_ready()
+    _, errors = client.communicate(timeout=120)
+    code, stderr = second.stop()
+    assert client.returncode == 0, errors
+    assert code == 0, stderr
+    assert folded(database_url) == {("steady", "track", "Beat"): 60}  # each once, none lost

@@ -37,9 +37,14 @@ def free_port() -> int:
 
 class Daemon:
     def __init__(
-        self, database_url: str, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+        self,
+        database_url: str,
+        *,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
         environment.update(

@@ -1,5 +1,5 @@
 // The real @segment/analytics-node (and the old analytics-node) sending a mix of calls to
-// the daemon: node node_client.mjs new|old DAEMON_URL WRITE_KEY PREFIX
+// the daemon: node node_client.mjs new|old|steady DAEMON_URL WRITE_KEY PREFIX
 import { Analytics } from "@segment/analytics-node";
 import OldAnalytics from "analytics-node";
 
@@ -15,7 +15,17 @@ const calls = (analytics) => {
   }
   analytics.group({ userId: `${prefix}-0`, groupId: `${prefix}-acc`, traits: { name: "Acme" } });
 };
-if (flavour === "new") {
+if (flavour === "steady") {
+  // One track every 50 ms, each its own request, across a restart of the daemon.
+  const analytics = new Analytics({ writeKey, host, maxEventsInBatch: 1, maxRetries: 20 });
+  analytics.on("error", (error) => console.error(String(error)));
+  for (let i = 0; i < 60; i++) {
+    analytics.track({ userId: prefix, event: "Beat", messageId: `${prefix}-${i}` });
+    if (i === 0) console.log("started");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await analytics.closeAndFlush({ timeout: 60000 });
+} else if (flavour === "new") {
   const analytics = new Analytics({ writeKey, host, maxRetries: 10, flushInterval: 200 });
   analytics.on("error", (error) => console.error(String(error)));
   calls(analytics);
