@@ -206,7 +206,7 @@ class Delivery:
 
     def _become_new_holder(self) -> None:
         self.holder = holders.holder_name(uuid.uuid4().hex[:12])
-        self._liveness.hold(self.holder)
+        self._holding = False  # the lock is taken by the first pass: status never needs it
 
     def after_fork_in_child(self) -> None:
         """A forked child must not share its parent's claims: it gets a name of its own."""
@@ -248,6 +248,9 @@ class Delivery:
         if not force and waiting and not other_key:
             return DeliveryReport(skipped_until=state["next_attempt_at"])
         report = DeliveryReport()
+        if not self._holding:
+            self._liveness.hold(self.holder)
+            self._holding = True
         with self._database.write_between_folds() as conn:
             dead = deliveries.reap(conn, self.holder, lambda h: self._liveness.is_dead(conn, h))
         if dead:

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -235,3 +236,13 @@ def test_a_new_key_resumes_at_once_after_a_401(
     assert scheduled.delivered == 1
     assert status["delivery"]["paused_reason"] is None
     assert status["pending"]["occurrences"] == 0
+
+
+def test_reading_the_status_takes_no_liveness_lock(tmp_path: Path, fake: FakeAccoil) -> None:
+    url = f"sqlite:///{tmp_path / 'quiet.db'}"
+    with Buffer(url, api_key="k", endpoint=fake.url, start=False) as buf:
+        buf.status()
+        assert not (tmp_path / "quiet.db-holders").exists()
+        buf.flush()
+        assert list((tmp_path / "quiet.db-holders").iterdir())  # a pass holds one
+    assert not list((tmp_path / "quiet.db-holders").iterdir())  # and gives it up at close
