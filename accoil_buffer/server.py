@@ -330,12 +330,16 @@ def _either_slash(path: str, endpoint: Callable[[Request], Any], method: str) ->
     return [Route(path, endpoint, methods=[method]), Route(path + "/", endpoint, methods=[method])]
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own answers (no such path, a method a path does not take) as our JSON."""
     assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    code = codes.get(exc.status_code, "bad_request")
-    return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    where = f"{request.method} {request.url.path}"
+    messages = {
+        404: ("not_found", f"{where}: no such path (Segment's API is under /v1)"),
+        405: ("method_not_allowed", f"{where}: this path does not take {request.method}"),
+    }
+    code, message = messages.get(exc.status_code, ("bad_request", str(exc.detail)))
+    return _error(exc.status_code, code, message, headers=exc.headers)
 
 
 def segment_settings(write_key: str, api_host: str, protocol: str) -> dict[str, Any]:

@@ -187,7 +187,7 @@ def test_every_path_and_method_answers_json(
     answer = client.request(method, path, headers=basic("wk"))
     assert answer.status_code == status
     assert answer.json()["code"] == code
-    assert answer.json()["message"]
+    assert answer.json()["message"].startswith(f"{method} {path}: ")
 
 
 def test_a_real_daemon_refuses_a_foreign_page(tmp_path: Path) -> None:
