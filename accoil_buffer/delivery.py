@@ -414,6 +414,10 @@ class _Pass:
         self._stop: Answer | None = None
         self._wave = _Wave()
         self._renewed = time.monotonic()
+        # Requests in flight plus answers acknowledged and not yet recorded: kept within
+        # twice max_in_flight, what a crash may repeat, however slow the database is.
+        self._at_stake = 0
+        self._recorded = asyncio.Event()
 
     def _halted(self) -> bool:
         return self._stop is not None or self._delivery._halted(self._deadline)
@@ -446,10 +450,20 @@ class _Pass:
             finished.set()
 
     async def _sender(self, session: Session, feed: _Feed) -> None:
-        while (job := await feed.next_job()) is not None:
+        limit = 2 * self._settings.max_in_flight
+        while True:
+            while self._at_stake >= limit and not self._halted():
+                self._recorded.clear()
+                await self._recorded.wait()  # the database is behind: let a wave commit
+            job = await feed.next_job()
+            if job is None:
+                return
+            self._at_stake += 1
             answer, retries = await self._delivery.attempt(session, job.body)
             self._report.retries += retries
             accounted = answer.verdict in {Verdict.DELIVERED, Verdict.DEAD_LETTER}
+            if not accounted:
+                self._at_stake -= 1  # nothing to record: a later pass sends it again
             job.row.answered(job.ordinal, accounted)
             feed.changed()
             if accounted:
@@ -475,6 +489,8 @@ class _Pass:
                 if renew:
                     self._renewed = time.monotonic()
                 await self.on_database(self._delivery.record, wave.outcomes(), renew)
+                self._at_stake -= wave.accounted
+                self._recorded.set()
                 if self._progress is not None:
                     self._progress(wave.accounted)
             if with_all and not self._wave.rows:
