@@ -366,15 +366,6 @@ class Buffer:
 
         return self._guard(read)
 
-    def ping(self) -> None:
-        """Raise ``StorageError`` unless the database answers (for health checks)."""
-
-        def ask() -> None:
-            with self._database.engine.connect() as conn:
-                report.ping(conn)
-
-        self._guard(ask)
-
     def health(self) -> Health:
         """Whether a message sent now would be stored, and how delivery is going. While the
         last write failed (a full disk, say), each call tries a write that changes nothing,

@@ -94,11 +94,6 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else format_timestamp(moment)
 
 
-def ping(conn: Connection) -> None:
-    """Raise unless the database answers with our schema in it."""
-    conn.execute(select(schema.delivery_state.c.id).limit(1)).all()
-
-
 def waiting(conn: Connection) -> int:
     """Rows waiting to be folded, or to be forwarded by Post to Accoil (for backpressure)."""
     o = schema.outbox
