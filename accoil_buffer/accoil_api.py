@@ -1,4 +1,4 @@
-"""Accoil's ingestion API (SPEC 2) over httpx: endpoint, auth, bodies, and what an answer means.
+"""Accoil's ingestion API over httpx: endpoint, auth, bodies, and what an answer means.
 
 Knows nothing of the database. The transport can be injected (tests, proxies); the API key is
 only ever placed in the Authorization header, never in a log line or an exception message.
@@ -39,7 +39,7 @@ T = TypeVar("T")
 
 
 class Verdict(enum.Enum):
-    """What to do after one request (SPEC 4.5)."""
+    """What to do after one request."""
 
     DELIVERED = "delivered"  # 2xx
     RETRY = "retry"  # network error, timeout, 408, 429, 5xx: keep it, try again later

@@ -10,7 +10,7 @@ built-in behaviour.
 Mappings are applied when a message is accepted, after deduplication: the outbox holds the
 actions (one row each) ready to fold, and Post to Accoil messages go to their own table.
 Identity links are not actions: an alias, and an identify that carries both ids, link the
-anonymousId whatever the mappings say (SPEC 4.1).
+anonymousId whatever the mappings say.
 """
 
 from __future__ import annotations
@@ -383,7 +383,7 @@ def _action(
 
 def _subject(values: dict[str, Any], anonymous_id: str | None) -> tuple[str | None, str | None]:
     """Who an action is about. Accoil has no anonymous users: without a userId the action is
-    held under the message's anonymousId until a link names its user (SPEC 4.1)."""
+    held under the message's anonymousId until a link names its user."""
     user_id = _id(values, "userId")
     if user_id is None and anonymous_id is None:
         raise InvalidMessage("userId", "is missing, and there is no anonymousId to hold it under")

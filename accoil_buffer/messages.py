@@ -1,4 +1,4 @@
-"""Validation and normalisation of Segment-format messages (SPEC 3). Pure functions: no I/O.
+"""Validation and normalisation of Segment-format messages. Pure functions: no I/O.
 
 ``normalise()`` turns whatever an app or a Segment library sent into a ``Message`` whose ids
 are strings, whose timestamp is UTC and corrected for clock skew, and whose traits are merged-
@@ -38,10 +38,9 @@ _NUMERIC = re.compile(r"[+-]?\d+(\.\d+)?")
 # JSON as stored and measured: compact, with readable Unicode. One encoder for every call:
 # json.dumps with these options builds a new one each time.
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-# The random part of generated messageIds. Not os.urandom: a system call releases the GIL,
-# and in group mode the writer thread then holds it while the call waits (a fifth of a track
-# call, measured). Seeded from os.urandom, and again in a forked child, so processes never
-# share a sequence; our own instance, so an app's random.seed() cannot make ids repeat.
+# The random part of generated messageIds. Not os.urandom: its system call releases the GIL to
+# the writer thread. Reseeded in a forked child so processes never share a sequence; our own
+# instance, so an app's random.seed() cannot make ids repeat.
 _ID_BITS = random.Random()
 os.register_at_fork(after_in_child=_ID_BITS.seed)
 # Keys a client may send that must never be stored (write keys are credentials).
@@ -208,7 +207,7 @@ def new_message_id() -> str:
 
 def apply_batch(item: object, batch: Mapping[str, Any]) -> object:
     """An item of a ``/v1/batch`` body with the batch's ``context`` and ``integrations`` merged
-    under its own, and the batch's ``sentAt`` when it has none (SPEC 3)."""
+    under its own, and the batch's ``sentAt`` when it has none."""
     if not isinstance(item, Mapping):
         return item  # normalise() rejects it with a clear message
     merged = dict(item)
