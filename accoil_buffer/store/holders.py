@@ -119,6 +119,8 @@ class AdvisoryLocks:
     def hold(self, holder: str) -> None:
         self.release()
         connection = self._engine.connect()
+        # Out of the pool: closing it must end the session, and the lock with it.
+        connection.detach()
         connection.execute(select(func.pg_advisory_lock(_key(holder))))
         connection.commit()
         self._connection = connection
