@@ -28,6 +28,7 @@ Insert = dialect_sqlite.Insert | dialect_postgresql.Insert
 # Keys of PostgreSQL advisory locks taken by accoil-buffer ("accoil" in ASCII, then a role).
 FOLD_LOCK = 0x6163636F696C_01
 MIGRATE_LOCK = 0x6163636F696C_02
+_RETRYABLE = {"40001", "40P01"}  # PostgreSQL's serialization failure, deadlock detected
 
 
 class Dialect(ABC):
@@ -123,7 +124,7 @@ class Dialect(ABC):
 class SQLiteDialect(Dialect):
     name = "sqlite"
     placeholder = "?"
-    # SQLite stops ingest while a chunk is folded: chunks stay short (about 0.15 s).
+    # SQLite stops ingest while a chunk is folded: chunks stay short.
     fold_batch_size = 50_000
     keeps_comments = False
     alters_in_batch = True
@@ -215,10 +216,7 @@ class PostgresDialect(Dialect):
     def is_retryable(self, exc: BaseException) -> bool:
         # Serialization failure, deadlock: writers other than deliveries may still update a
         # row the chunk upserts.
-        return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in {
-            "40001",
-            "40P01",
-        }
+        return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RETRYABLE
 
     def hold_off_folds(self, conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock_shared(FOLD_LOCK)))

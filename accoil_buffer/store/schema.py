@@ -49,7 +49,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        # SQLite's DATETIME stores the wall clock without its offset: so, UTC's.
+        # Aware UTC for every driver: SQLite's DATETIME stores its wall clock, offset dropped.
         if value is None:
             return None
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
