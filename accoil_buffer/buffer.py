@@ -28,7 +28,9 @@ from accoil_buffer.errors import ConfigError, InvalidMessage, StorageError
 from accoil_buffer.messages import Message, format_timestamp, normalise
 from accoil_buffer.scheduler import Scheduler
 from accoil_buffer.store import deliveries, outbox, report, rollup
-from accoil_buffer.store.engine import Database, Executor, if_alive
+from accoil_buffer.store.direct import Executor
+from accoil_buffer.store.engine import Database
+from accoil_buffer.store.forks import if_alive
 from accoil_buffer.store.migrate import ensure_schema
 from accoil_buffer.writer import GroupWriter
 
