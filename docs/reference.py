@@ -76,7 +76,7 @@ def keys() -> Iterator[Key]:
     """Every key of Config and of its [server] table, in the order the dataclasses list them."""
     comments = example_comments(EXAMPLE.read_text())
     for cls, prefix in ((Config, ""), (ServerConfig, "server.")):
-        hints = typing.get_type_hints(cls)
+        hints, defaults = typing.get_type_hints(cls), cls()
         for field in dataclasses.fields(cls):
             if field.name == "server":
                 continue
@@ -86,7 +86,7 @@ def keys() -> Iterator[Key]:
             yield Key(
                 name=name,
                 type=_type(hints[field.name]),
-                default=_default(_default_of(field)),
+                default=_default(getattr(defaults, field.name)),
                 variable=_variable_of(name),
                 description=_markdown(comments[name]),
             )
@@ -98,12 +98,6 @@ def _markdown(comment: str) -> str:
     return "`".join(
         part if i % 2 else html.escape(part, quote=False) for i, part in enumerate(parts)
     )
-
-
-def _default_of(field: dataclasses.Field[Any]) -> Any:
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return field.default
 
 
 def _type(hint: Any) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData
 
 from accoil_buffer.metrics import Metrics
 from accoil_buffer.store import schema
@@ -60,12 +59,11 @@ def test_relative_links_resolve(page: Path) -> None:
 
 def test_the_tables_page_names_every_table_and_column() -> None:
     text = (DOCS / "tables.md").read_text()
-    metadata: MetaData = schema.metadata
     missing = [
         f"{table.name}.{column.name}"
-        for table in metadata.sorted_tables
+        for table in schema.metadata.sorted_tables
         for column in table.columns
-        if f"`{table.name}`" not in text or f"`{column.name}`" not in text
+        if f"| `{table.name}` |" not in text or f"`{column.name}`" not in text
     ]
     assert missing == []
 
