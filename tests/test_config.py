@@ -93,10 +93,10 @@ def test_the_version_is_the_installed_one() -> None:
     assert accoil_buffer.__version__ == metadata.version("accoil-buffer")
 
 
-def test_the_readme_documents_every_key() -> None:
-    readme = (EXAMPLE.parent / "README.md").read_text()
+def test_the_configuration_page_documents_every_key() -> None:
+    page = (EXAMPLE.parent / "docs" / "configuration.md").read_text()
     undocumented = [
-        f.name for f in fields(Config) if f.name != "server" and f"| `{f.name}` |" not in readme
+        f.name for f in fields(Config) if f.name != "server" and f"| `{f.name}` |" not in page
     ]
     assert undocumented == []
 
