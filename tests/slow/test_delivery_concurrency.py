@@ -19,10 +19,10 @@ from accoil_buffer.accoil_api import AccoilClient
 from accoil_buffer.delivery import Delivery, DeliverySettings
 from accoil_buffer.store import deliveries, schema
 from accoil_buffer.store.engine import Database
-from tests import tables
-from tests.conftest import Clock
-from tests.fake_accoil import Reply, running
-from tests.test_processes import start
+from tests.slow.test_processes import start
+from tests.support import tables
+from tests.support.clock import Clock
+from tests.support.fake_accoil import Reply, running
 
 
 def record_events(url: str, clock: Clock, users: int, per_user: int) -> int:

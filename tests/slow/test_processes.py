@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -16,15 +15,14 @@ from accoil_buffer import Buffer, Config
 from accoil_buffer.messages import normalise
 from accoil_buffer.store import outbox
 from accoil_buffer.store.engine import Database
-from tests import tables
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import tables
+from tests.support.paths import ROOT_DIR
 
 
 def start(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.workers", *args],
-        cwd=ROOT,
+        [sys.executable, "-m", "tests.support.workers", *args],
+        cwd=ROOT_DIR,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -16,8 +16,9 @@ import pytest
 import accoil_buffer
 from accoil_buffer.config import Config, ServerConfig, load_config
 from accoil_buffer.errors import ConfigError
+from tests.support.paths import ROOT_DIR
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+EXAMPLE = ROOT_DIR / "config.example.toml"
 
 
 def test_file_then_environment_then_overrides(tmp_path: Path) -> None:

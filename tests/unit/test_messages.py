@@ -26,7 +26,7 @@ from accoil_buffer.messages import (
     new_message_id,
     normalise,
 )
-from tests.conftest import fork
+from tests.support.processes import fork
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
