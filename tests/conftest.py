@@ -1,5 +1,6 @@
 """Fixtures every test folder sees: every contract test runs on SQLite and on a real
-PostgreSQL."""
+PostgreSQL. Tests under ``slow/`` are marked ``slow``, so ``pytest -m "not slow"`` is the fast loop.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from tests.support.clock import Clock
 from tests.support.fake_accoil import FakeAccoil, running
 from tests.support.postgres import admin, fresh_postgres, url_of
 
+SLOW_DIR = Path(__file__).resolve().parent / "slow"
 TEMPLATE = f"accoil_test_template_{os.getpid()}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(SLOW_DIR):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,6 @@ def test_group_mode_returns_at_once_and_commits_on_flush(database_url: str, cloc
     assert sum(counts.values()) == 507
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("durability", ["sync", "group"])
 def test_a_process_killed_while_writing(database_url: str, durability: str) -> None:
     with Buffer(database_url, start=False):
@@ -163,7 +162,6 @@ def _fold_once_the_child_is_done(pid: int, buf: Buffer, url: str, clock: Clock) 
     return tables.counts(url)
 
 
-@pytest.mark.slow
 def test_exit_with_the_database_gone_is_bounded(postgres_database: str) -> None:
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.support.workers", "exit-without-database", postgres_database],

@@ -9,8 +9,6 @@ import sys
 import time
 from datetime import UTC, datetime
 
-import pytest
-
 from accoil_buffer import Buffer, Config
 from accoil_buffer.messages import normalise
 from accoil_buffer.store import outbox
@@ -28,7 +26,6 @@ def start(*args: str) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.mark.slow
 def test_processes_writing_and_folding_at_once_lose_nothing(database_url: str) -> None:
     with Buffer(database_url, start=False):
         pass  # migrate once, before the race
@@ -46,7 +43,6 @@ def test_processes_writing_and_folding_at_once_lose_nothing(database_url: str) -
     assert tables.outbox_size(database_url) == 0
 
 
-@pytest.mark.slow
 def test_a_fold_killed_at_any_point_neither_loses_nor_double_counts(database_url: str) -> None:
     total = 6000
     with Buffer(database_url, start=False):
