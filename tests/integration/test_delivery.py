@@ -1,4 +1,4 @@
-"""Delivery to a real HTTP fake of Accoil, on SQLite and PostgreSQL (SPEC 2, 4.3-4.5)."""
+"""Delivery to a real HTTP fake of Accoil, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

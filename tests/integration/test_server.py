@@ -1,4 +1,4 @@
-"""The sidecar daemon, run as `accoil-buffer serve` in its own process (SPEC 5.4)."""
+"""The sidecar daemon, run as `accoil-buffer serve` in its own process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Several flushers on one database, and a flusher killed at random points (SPEC 4.4, 4.5)."""
+"""Several flushers on one database, and a flusher killed at random points."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Durability modes, crashes, fork, exit and backpressure (SPEC 4.6, 6)."""
+"""Durability modes, crashes, fork, exit and backpressure."""
 
 from __future__ import annotations
 

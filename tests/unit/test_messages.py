@@ -1,4 +1,4 @@
-"""SPEC 3, rule by rule, on the pure normalisation functions."""
+"""Every message rule, one by one, on the pure normalisation functions."""
 
 from __future__ import annotations
 
