@@ -8,8 +8,8 @@ from typing import Any
 
 from accoil_buffer.store import deliveries, holders
 from accoil_buffer.store.engine import Database
-from tests import tables
 from tests.contract import NOW, TODAY, append, fold, message, opened
+from tests.support import tables
 
 COUNTS = deliveries.KIND["counts"]
 LEASE = timedelta(minutes=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from accoil_buffer.store import rollup
-from tests import tables
 from tests.contract import NOW, TODAY, append, fold, message, opened
+from tests.support import tables
 
 
 def test_events_become_daily_counts_and_leave_the_outbox(database_url: str) -> None:

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from accoil_buffer.store import outbox, schema
-from tests import tables
 from tests.contract import NOW, TODAY, append, message, opened
+from tests.support import tables
 
 
 def test_a_message_id_is_stored_once_within_a_batch_and_across_batches(

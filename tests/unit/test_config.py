@@ -16,8 +16,9 @@ import pytest
 import accoil_buffer
 from accoil_buffer.config import Config, ServerConfig, load_config
 from accoil_buffer.errors import ConfigError
+from tests.support.paths import ROOT_DIR
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+EXAMPLE = ROOT_DIR / "config.example.toml"
 
 
 def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
     assert config.api_key == "env-key"
 
 
-def test_defaults_match_the_spec() -> None:
+def test_defaults_are_a_local_file_and_a_loopback_port() -> None:
     config = load_config(environ={})
     assert config.database_url == "sqlite:///accoil_buffer.db"
     assert (config.auto_migrate, config.flush_interval_seconds) == (True, 60.0)

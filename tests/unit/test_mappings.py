@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from accoil_buffer import Config, ConfigError, load_config
 from accoil_buffer.mappings import PRESETS, UNMAPPED, Mappings, Routed
 from accoil_buffer.messages import TRAIT_NOT_NORMALISED, Message, normalise
-from tests.test_model import messages as segment_messages
+from tests.integration.test_model import messages as segment_messages
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

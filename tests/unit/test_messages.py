@@ -1,4 +1,4 @@
-"""SPEC 3, rule by rule, on the pure normalisation functions."""
+"""Every message rule, one by one, on the pure normalisation functions."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from accoil_buffer.messages import (
     new_message_id,
     normalise,
 )
-from tests.conftest import fork
+from tests.support.processes import fork
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

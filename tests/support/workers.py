@@ -1,4 +1,4 @@
-"""Programs the multi-process tests start: ``python -m tests.workers COMMAND URL ...``."""
+"""Programs the multi-process tests start: ``python -m tests.support.workers COMMAND URL ...``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sidecar daemon, run as `accoil-buffer serve` in its own process (SPEC 5.4)."""
+"""The sidecar daemon, run as `accoil-buffer serve` in its own process."""
 
 from __future__ import annotations
 
@@ -23,10 +23,9 @@ import pytest
 from segment.analytics.client import Client as SegmentClient
 
 from accoil_buffer import Buffer
-from tests import tables
-from tests.fake_accoil import FakeAccoil
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import tables
+from tests.support.fake_accoil import FakeAccoil
+from tests.support.paths import ROOT_DIR
 
 
 def free_port() -> int:
@@ -56,7 +55,7 @@ class Daemon:
         )
         self.process = subprocess.Popen(
             [sys.executable, "-m", "accoil_buffer", "serve", "--port", str(self.port), *args],
-            cwd=ROOT,
+            cwd=ROOT_DIR,
             env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -135,7 +134,7 @@ def test_segment_python_client_through_the_daemon_to_accoil(
 def test_the_daemon_applies_the_mappings_of_its_configuration(
     database_url: str, fake: FakeAccoil
 ) -> None:
-    daemon = Daemon(database_url, args=("--config", str(ROOT / "examples" / "mappings.toml")))
+    daemon = Daemon(database_url, args=("--config", str(ROOT_DIR / "examples" / "mappings.toml")))
     daemon.wait_ready()
     client = SegmentClient("any-write-key", host=daemon.url, upload_size=10)
     client.group("u1", "acc1", {"name": "Acme", "tier": "enterprise"})
@@ -354,7 +353,7 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(tmp_path: Path) 
     environment["ACCOIL_BUFFER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'slow.db'}"
     process = subprocess.Popen(
         [sys.executable, "-c", serve, "serve", "--port", str(port)],
-        cwd=ROOT,
+        cwd=ROOT_DIR,
         env=environment,
         stderr=subprocess.PIPE,
     )
@@ -392,7 +391,7 @@ def test_a_busy_port_is_the_only_thing_said(tmp_path: Path) -> None:
         environment["ACCOIL_BUFFER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'busy.db'}"
         done = subprocess.run(
             [sys.executable, "-m", "accoil_buffer", "serve", "--port", str(port)],
-            cwd=ROOT,
+            cwd=ROOT_DIR,
             env=environment,
             capture_output=True,
             timeout=60,

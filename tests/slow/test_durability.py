@@ -1,4 +1,4 @@
-"""Durability modes, crashes, fork, exit and backpressure (SPEC 4.6, 6)."""
+"""Durability modes, crashes, fork, exit and backpressure."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ from accoil_buffer.server import Sidecar
 from accoil_buffer.store import schema
 from accoil_buffer.store.engine import Database
 from accoil_buffer.writer import GroupWriter
-from tests import tables
-from tests.conftest import ROOT_DIR, Clock, fork
+from tests.support import tables
+from tests.support.clock import Clock
+from tests.support.paths import ROOT_DIR
+from tests.support.processes import fork
 
 
 def test_group_mode_returns_at_once_and_commits_on_flush(database_url: str, clock: Clock) -> None:
@@ -44,13 +46,12 @@ def test_group_mode_returns_at_once_and_commits_on_flush(database_url: str, cloc
     assert sum(counts.values()) == 507
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("durability", ["sync", "group"])
 def test_a_process_killed_while_writing(database_url: str, durability: str) -> None:
     with Buffer(database_url, start=False):
         pass  # migrate first
     writer = subprocess.Popen(
-        [sys.executable, "-m", "tests.workers", "record", database_url, durability],
+        [sys.executable, "-m", "tests.support.workers", "record", database_url, durability],
         cwd=ROOT_DIR,
         stdout=subprocess.PIPE,
     )
@@ -161,10 +162,9 @@ def _fold_once_the_child_is_done(pid: int, buf: Buffer, url: str, clock: Clock) 
     return tables.counts(url)
 
 
-@pytest.mark.slow
 def test_exit_with_the_database_gone_is_bounded(postgres_database: str) -> None:
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.workers", "exit-without-database", postgres_database],
+        [sys.executable, "-m", "tests.support.workers", "exit-without-database", postgres_database],
         cwd=ROOT_DIR,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from accoil_buffer import Buffer
-from tests import tables
-from tests.test_server import Daemon, free_port
+from tests.integration.test_server import Daemon, free_port
+from tests.support import tables
+from tests.support.paths import ROOT_DIR
 
-JS = Path(__file__).resolve().parent / "js"
+JS = ROOT_DIR / "tests" / "js"
 
 
 @pytest.fixture(scope="module")

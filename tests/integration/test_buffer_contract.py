@@ -13,8 +13,8 @@ from sqlalchemy import Column, Date, create_engine, text
 from accoil_buffer import Buffer, Config, InvalidMessage, StorageError
 from accoil_buffer.store import rollup, schema
 from accoil_buffer.store.engine import Database
-from tests import tables
-from tests.conftest import Clock
+from tests.support import tables
+from tests.support.clock import Clock
 
 TODAY = date(2026, 11, 28)
 

@@ -18,10 +18,11 @@ from accoil_buffer.cli import MAX_LINE_BYTES
 from accoil_buffer.config import load_config
 from accoil_buffer.mappings import PRESET_NAMES
 from accoil_buffer.store.migrate import head_revision
-from tests import tables
-from tests.fake_accoil import Reply, running
+from tests.support import tables
+from tests.support.fake_accoil import Reply, running
+from tests.support.paths import ROOT_DIR
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "events.jsonl"
+EXAMPLES = ROOT_DIR / "examples" / "events.jsonl"
 
 
 def run(

@@ -1,4 +1,4 @@
-"""Delivery to a real HTTP fake of Accoil, on SQLite and PostgreSQL (SPEC 2, 4.3-4.5)."""
+"""Delivery to a real HTTP fake of Accoil, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from accoil_buffer.accoil_api import (
 from accoil_buffer.delivery import Delivery, DeliverySettings
 from accoil_buffer.store import schema
 from accoil_buffer.store.engine import Database
-from tests import tables
-from tests.conftest import Clock
-from tests.fake_accoil import FakeAccoil, Reply, running
+from tests.support import tables
+from tests.support.clock import Clock
+from tests.support.fake_accoil import FakeAccoil, Reply, running
 
 TODAY = date(2026, 11, 28)
 

@@ -1,4 +1,4 @@
-"""Several flushers on one database, and a flusher killed at random points (SPEC 4.4, 4.5)."""
+"""Several flushers on one database, and a flusher killed at random points."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from accoil_buffer.accoil_api import AccoilClient
 from accoil_buffer.delivery import Delivery, DeliverySettings
 from accoil_buffer.store import deliveries, schema
 from accoil_buffer.store.engine import Database
-from tests import tables
-from tests.conftest import Clock
-from tests.fake_accoil import Reply, running
-from tests.test_processes import start
+from tests.slow.test_processes import start
+from tests.support import tables
+from tests.support.clock import Clock
+from tests.support.fake_accoil import Reply, running
 
 
 def record_events(url: str, clock: Clock, users: int, per_user: int) -> int:
@@ -37,7 +37,6 @@ def record_events(url: str, clock: Clock, users: int, per_user: int) -> int:
     return users * per_user
 
 
-@pytest.mark.slow
 def test_several_flushers_never_send_an_occurrence_twice(database_url: str, clock: Clock) -> None:
     flushers = 4 if database_url.startswith("postgresql") else 2
     total = record_events(database_url, clock, users=60, per_user=10)
@@ -72,7 +71,6 @@ def test_several_flushers_never_send_an_occurrence_twice(database_url: str, cloc
     assert len(ids) == total + 5 + 1 + 5  # occurrences, identifies, account, memberships
 
 
-@pytest.mark.slow
 def test_a_flusher_killed_at_random_points_loses_nothing(database_url: str, clock: Clock) -> None:
     total = record_events(database_url, Clock(start=clock.now.replace(hour=0)), 40, 15)
     rng = random.Random(11)

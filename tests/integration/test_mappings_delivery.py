@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 from accoil_buffer import Buffer
 from accoil_buffer.mappings import ACTIONS, UNMAPPED, Mappings, Outcome, identity_link
 from accoil_buffer.messages import Message, normalise
-from tests import tables
-from tests.conftest import Clock, fresh_postgres
-from tests.fake_accoil import FakeAccoil, Reply
-from tests.test_delivery import occurrences, open_buffer
-from tests.test_model import messages as segment_messages
+from tests.integration.test_delivery import occurrences, open_buffer
+from tests.integration.test_model import messages as segment_messages
+from tests.support import tables
+from tests.support.clock import Clock
+from tests.support.fake_accoil import FakeAccoil, Reply
+from tests.support.postgres import fresh_postgres
 
 MAPPINGS: list[dict[str, Any]] = [
     {"name": "Users", "action": "identify", "fields": {"email": "$.traits.work_email"}},

@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 
 from accoil_buffer import Buffer, ServerConfig
 from accoil_buffer.server import Sidecar
-from tests import tables
-from tests.test_server import Daemon
+from tests.integration.test_server import Daemon
+from tests.support import tables
 
 APP = "http://app.example.test:3000"
 EVIL = "https://evil.example.test"

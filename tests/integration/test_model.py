@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from accoil_buffer import Buffer
 from accoil_buffer.store import rollup
-from tests import tables
-from tests.conftest import Clock
-from tests.model import Model
+from tests.support import tables
+from tests.support.clock import Clock
+from tests.support.model import Model
 
 USERS = ["u1", "u2", "u3"]
 ANONYMOUS = ["a1", "a2", "a3"]

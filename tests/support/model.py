@@ -1,4 +1,4 @@
-"""A reference model of the buffer's semantics (SPEC 3, 4.1, 4.2) in plain Python.
+"""A reference model of the buffer's semantics in plain Python.
 
 It applies messages one at a time, in order, with no database and no chunks: the fold must
 arrive at the same users, accounts, memberships and counts however it is chunked.

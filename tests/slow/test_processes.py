@@ -8,29 +8,24 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from accoil_buffer import Buffer, Config
 from accoil_buffer.messages import normalise
 from accoil_buffer.store import outbox
 from accoil_buffer.store.engine import Database
-from tests import tables
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import tables
+from tests.support.paths import ROOT_DIR
 
 
 def start(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.workers", *args],
-        cwd=ROOT,
+        [sys.executable, "-m", "tests.support.workers", *args],
+        cwd=ROOT_DIR,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
 
 
-@pytest.mark.slow
 def test_processes_writing_and_folding_at_once_lose_nothing(database_url: str) -> None:
     with Buffer(database_url, start=False):
         pass  # migrate once, before the race
@@ -48,7 +43,6 @@ def test_processes_writing_and_folding_at_once_lose_nothing(database_url: str) -
     assert tables.outbox_size(database_url) == 0
 
 
-@pytest.mark.slow
 def test_a_fold_killed_at_any_point_neither_loses_nor_double_counts(database_url: str) -> None:
     total = 6000
     with Buffer(database_url, start=False):

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from accoil_buffer import Buffer
 from accoil_buffer.accoil_api import MAX_RETRY_AFTER, key_fingerprint, retry_after
-from tests import tables
-from tests.conftest import Clock
-from tests.fake_accoil import FakeAccoil, Reply, running
-from tests.test_delivery import occurrences, open_buffer
-from tests.test_processes import start
-from tests.test_server import Daemon
+from tests.integration.test_delivery import occurrences, open_buffer
+from tests.integration.test_server import Daemon
+from tests.slow.test_processes import start
+from tests.support import tables
+from tests.support.clock import Clock
+from tests.support.fake_accoil import FakeAccoil, Reply, running
 
 
 class Concurrency:

@@ -2,7 +2,7 @@
 
 It records every request and answers 202 unless told otherwise: a ``behaviour`` function
 chooses, per message, a status, a Retry-After, a delay, or a dropped connection.
-``python -m tests.fake_accoil PORT`` runs one in its own process (for benchmarks).
+``python -m tests.support.fake_accoil PORT`` runs one in its own process (for benchmarks).
 """
 
 from __future__ import annotations
