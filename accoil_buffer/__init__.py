@@ -6,11 +6,13 @@ from accoil_buffer.buffer import Buffer, FlushReport, IngestReport, Rejection
 from accoil_buffer.config import Config, ServerConfig, load_config
 from accoil_buffer.errors import (
     AccoilBufferError,
+    BufferClosed,
     BufferFull,
     ConfigError,
     InvalidMessage,
     SchemaError,
     StorageError,
+    TriggerError,
 )
 
 try:
@@ -21,6 +23,7 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 __all__ = [
     "AccoilBufferError",
     "Buffer",
+    "BufferClosed",
     "BufferFull",
     "Config",
     "ConfigError",
@@ -31,6 +34,7 @@ __all__ = [
     "SchemaError",
     "ServerConfig",
     "StorageError",
+    "TriggerError",
     "__version__",
     "load_config",
 ]

@@ -24,7 +24,7 @@ from accoil_buffer.accoil_api import AccoilClient
 from accoil_buffer.backpressure import Backpressure, Bound
 from accoil_buffer.config import Config, load_config
 from accoil_buffer.delivery import Delivery, DeliveryReport, DeliverySettings
-from accoil_buffer.errors import ConfigError, InvalidMessage, StorageError
+from accoil_buffer.errors import BufferClosed, ConfigError, InvalidMessage, StorageError
 from accoil_buffer.messages import Message, format_timestamp, normalise
 from accoil_buffer.scheduler import Scheduler
 from accoil_buffer.store import deliveries, outbox, report, rollup
@@ -524,7 +524,7 @@ class Buffer:
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise StorageError("this Buffer is closed")
+            raise BufferClosed("this Buffer is closed")
 
     def _commit(self, messages: Sequence[Message]) -> None:
         """The group writer's transaction."""

@@ -15,7 +15,6 @@ from typing import IO, Any, TypeVar
 
 import click
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from accoil_buffer.accoil_api import AccoilClient, Verdict, action_body
 from accoil_buffer.buffer import Buffer
@@ -25,7 +24,7 @@ from accoil_buffer.errors import (
     ConfigError,
     InvalidMessage,
     ListenError,
-    StorageError,
+    storage_errors,
 )
 from accoil_buffer.mappings import links
 from accoil_buffer.messages import MAX_MESSAGE_BYTES, format_timestamp, normalise
@@ -142,13 +141,8 @@ def migrate(config: Config) -> None:
 
 def _revision(database: Database) -> str | None:
     """The schema's revision; None for a database without our tables."""
-    try:
-        with database.engine.connect() as conn:
-            return current_revision(conn)
-    except SQLAlchemyError as exc:
-        raise StorageError(
-            f"could not read the database: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
-        ) from exc
+    with storage_errors("could not read the database"), database.engine.connect() as conn:
+        return current_revision(conn)
 
 
 def _existing(config: Config) -> Buffer:
