@@ -2,7 +2,7 @@
 
 from importlib import metadata as _metadata
 
-from accoil_buffer.buffer import Buffer, FlushReport, IngestReport, Rejection
+from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, ServerConfig, load_config
 from accoil_buffer.errors import (
     AccoilBufferError,
@@ -14,6 +14,7 @@ from accoil_buffer.errors import (
     StorageError,
     TriggerError,
 )
+from accoil_buffer.reports import FlushReport, Health, IngestReport, Rejection, Status
 
 try:
     __version__ = _metadata.version("accoil-buffer")
@@ -28,11 +29,13 @@ __all__ = [
     "Config",
     "ConfigError",
     "FlushReport",
+    "Health",
     "IngestReport",
     "InvalidMessage",
     "Rejection",
     "SchemaError",
     "ServerConfig",
+    "Status",
     "StorageError",
     "TriggerError",
     "__version__",

@@ -210,7 +210,7 @@ class Sidecar:
         self._buffer = buffer
         self._write_keys = [key.encode() for key in server.write_keys]
         self._public_url = server.public_url.rstrip("/")
-        self.metrics = Metrics(buffer.status)
+        self.metrics = Metrics(buffer.status_report)
         routes = Starlette(
             routes=[
                 # A trailing slash is taken as it comes: a redirect would lose a POST's body
@@ -492,7 +492,7 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
         raise
     try:
         sidecar = Sidecar(buffer, config.server)
-        delivery = buffer.status()["delivery"]
+        delivery = buffer.status_report().delivery
         server = uvicorn.Server(
             uvicorn.Config(
                 sidecar.app,
@@ -515,8 +515,8 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
                 "here; list the origins of your own pages instead"
             )
         announce(
-            f"delivery to {delivery['endpoint']}"
-            if delivery["enabled"]
+            f"delivery to {delivery.endpoint}"
+            if delivery.enabled
             else "delivery is OFF: no api_key is set; events are buffered until one is"
         )
         # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal to the
