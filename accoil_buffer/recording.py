@@ -55,19 +55,20 @@ def record(
     deliverable = [m for m in fresh if m.deliverable]
     routed = mappings.route(deliverable)
     outbox.append(database, conn, routed.rows, routed.posts, keep_payloads=keep_payloads)
+    result = Recorded(
+        stored=len(deliverable),
+        duplicates=len(messages) - len(fresh),
+        filtered=len(fresh) - len(deliverable),
+    )
     counts = routed.counts
-    counts[Reason.DUPLICATE_MESSAGE_ID] += len(messages) - len(fresh)
-    counts[Reason.FILTERED_INTEGRATIONS] += len(fresh) - len(deliverable)
+    counts[Reason.DUPLICATE_MESSAGE_ID] += result.duplicates
+    counts[Reason.FILTERED_INTEGRATIONS] += result.filtered
     counts[Reason.REJECTED_INVALID] += rejected
     for message in deliverable:
         counts.update(message.notes)
     day = messages[0].received_at.date() if day is None else day
     outbox.record_drops(database, conn, Counter({(day, r): n for r, n in counts.items()}))
-    return Recorded(
-        stored=len(deliverable),
-        duplicates=len(messages) - len(fresh),
-        filtered=len(fresh) - len(deliverable),
-    )
+    return result
 
 
 class Recorder:
