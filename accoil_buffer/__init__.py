@@ -14,7 +14,8 @@ from accoil_buffer.errors import (
     StorageError,
     TriggerError,
 )
-from accoil_buffer.reports import FlushReport, Health, IngestReport, Rejection, Status
+from accoil_buffer.reports import FlushReport, Health, IngestReport, Rejection
+from accoil_buffer.status import Status
 
 try:
     __version__ = _metadata.version("accoil-buffer")

@@ -22,7 +22,8 @@ from accoil_buffer.errors import (
 )
 from accoil_buffer.lifecycle import Lifecycle
 from accoil_buffer.messages import Message, normalise
-from accoil_buffer.reports import FlushReport, Health, IngestReport, Rejection, Status
+from accoil_buffer.reports import FlushReport, Health, IngestReport, Rejection
+from accoil_buffer.status import Status
 from accoil_buffer.store import deliveries, report
 from accoil_buffer.wiring import Clock, utc_now, wire
 

@@ -13,7 +13,7 @@ from accoil_buffer.errors import InvalidMessage
 from accoil_buffer.mappings import links
 from accoil_buffer.messages import format_timestamp, normalise
 from accoil_buffer.reasons import Reason
-from accoil_buffer.reports import DeliveryStatus, Status, iso
+from accoil_buffer.status import DeliveryStatus, Status, iso
 
 
 def count(number: int, noun: str, plural: str = "") -> str:

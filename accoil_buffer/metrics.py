@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from accoil_buffer.reports import Status
+from accoil_buffer.status import Status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
-from accoil_buffer.reports import AnonymousStatus, DeliveryStatus, OutboxStatus, Pending, Status
+from accoil_buffer.status import AnonymousStatus, DeliveryStatus, OutboxStatus, Pending, Status
 from accoil_buffer.store import deliveries, schema
 
 
