@@ -11,7 +11,7 @@ import weakref
 
 from accoil_buffer.errors import StorageError
 from accoil_buffer.scheduler import Scheduler
-from accoil_buffer.store.engine import if_alive
+from accoil_buffer.store.forks import if_alive
 from accoil_buffer.wiring import Parts
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from accoil_buffer.mappings import PRESETS, Mappings
 from accoil_buffer.messages import Message
 from accoil_buffer.reasons import Reason
 from accoil_buffer.store import outbox, report
-from accoil_buffer.store.engine import Database, Executor
+from accoil_buffer.store.direct import Executor
+from accoil_buffer.store.engine import Database
 from accoil_buffer.writer import GroupWriter
 
 
@@ -66,7 +67,10 @@ def record(
     counts[Reason.REJECTED_INVALID] += rejected
     for message in deliverable:
         counts.update(message.notes)
-    day = messages[0].received_at.date() if day is None else day
+    if day is None:
+        if not messages:
+            raise ValueError("counting rejected messages needs the day they were received")
+        day = messages[0].received_at.date()
     outbox.record_drops(database, conn, Counter({(day, r): n for r, n in counts.items()}))
     return result
 

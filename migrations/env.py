@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from accoil_buffer.store.dialects import dialect_for
 from accoil_buffer.store.migrate import VERSION_TABLE, include_name
 from accoil_buffer.store.schema import metadata
 
@@ -20,7 +21,7 @@ context.configure(
     target_metadata=metadata,
     version_table=VERSION_TABLE,
     include_name=include_name,
-    render_as_batch=connection.dialect.name == "sqlite",
+    render_as_batch=dialect_for(connection).alters_in_batch,
     compare_type=True,
 )
 with context.begin_transaction():

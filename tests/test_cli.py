@@ -416,7 +416,7 @@ def test_log_level_goes_before_or_after_the_subcommand(tmp_path: Path) -> None:
 
 
 def test_a_postgresql_url_without_psycopg_names_the_extra(tmp_path: Path) -> None:
-    """Fails until store/engine.py turns the missing import into a ConfigError."""
+    """Fails until store/connect.py turns the missing import into a ConfigError."""
     without_psycopg = (
         "import sys; sys.modules['psycopg'] = None; "
         "from accoil_buffer.cli import main; main(sys.argv[1:], prog_name='accoil-buffer')"

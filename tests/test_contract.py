@@ -442,12 +442,12 @@ def test_the_direct_write_path_stores_what_sqlalchemy_would(
     database = Database.open(Config(database_url="sqlite://"))
     dialect = database.engine.dialect
     tables_ = (schema.outbox, schema.message_ids, schema.posts)
-    columns = [c for t in tables_ for c in t.columns if database.to_driver(c) is not None]
+    columns = [c for t in tables_ for c in t.columns if database.dialect.to_driver(c) is not None]
     assert {c.name for c in columns} >= {"timestamp", "received_at", "day", "traits", "payload"}
     for column in columns:
         if not _suits(column, value):
             continue
-        ours = database.to_driver(column)
+        ours = database.dialect.to_driver(column)
         theirs = column.type.dialect_impl(dialect).bind_processor(dialect)
         assert ours is not None
         assert theirs is not None

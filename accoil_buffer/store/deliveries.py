@@ -1,4 +1,4 @@
-"""Claiming what is pending delivery, and recording what Accoil acknowledged (SPEC 4.4, 4.5).
+"""Claiming what is pending delivery, and recording what Accoil acknowledged.
 
 A flusher claims rows by writing its name and a lease expiry into them (one statement:
 ``UPDATE … WHERE key IN (SELECT … LIMIT n [FOR UPDATE SKIP LOCKED]) RETURNING …``), so N
@@ -166,7 +166,7 @@ def claim(
     table, waiting = kind.table, kind.waiting
     keys = list(table.primary_key.columns)
     free = or_(table.c.claimed_until.is_(None), table.c.claimed_until < now)
-    candidates = database.skip_locked(
+    candidates = database.dialect.skip_locked(
         select(*keys).where(waiting.condition, free).order_by(waiting.order).limit(limit)
     )
     chosen = keys[0].in_(candidates) if len(keys) == 1 else tuple_(*keys).in_(candidates)
@@ -210,7 +210,7 @@ def record(
     if outcomes.delivered:
         s = schema.delivery_state
         conn.execute(
-            database.insert(s)
+            database.dialect.insert(s)
             .values(id=_STATE_ID, delivered_total=outcomes.delivered)
             .on_conflict_do_update(
                 index_elements=[s.c.id],
@@ -296,7 +296,7 @@ def record_success(database: Database, conn: Connection, now: datetime) -> None:
         "paused_key": None,
         "last_success_at": now,
     }
-    stmt = database.insert(s).values(id=_STATE_ID, **values)
+    stmt = database.dialect.insert(s).values(id=_STATE_ID, **values)
     conn.execute(stmt.on_conflict_do_update(index_elements=[s.c.id], set_=values))
 
 
@@ -313,7 +313,7 @@ def record_failure(
     """A failed pass: ``paused_reason`` and ``paused_key`` (the fingerprint of the key Accoil
     refused) are set on 401/403, else cleared."""
     s = schema.delivery_state
-    stmt = database.insert(s).values(
+    stmt = database.dialect.insert(s).values(
         id=_STATE_ID,
         consecutive_failures=1,
         next_attempt_at=next_attempt_at,

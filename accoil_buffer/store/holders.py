@@ -15,11 +15,12 @@ import hashlib
 import os
 import socket
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, select
 
-from accoil_buffer.store.engine import Database
+if TYPE_CHECKING:
+    from accoil_buffer.store.engine import Database
 
 HOST = socket.gethostname()[:30]
 _INHERITED: list[Connection] = []  # a parent's connections, never to be used or closed here
@@ -46,13 +47,11 @@ def holder_name(tag: str) -> str:
 
 
 def liveness(database: Database) -> Liveness:
-    if database.is_postgresql:
-        return _AdvisoryLocks(database)
-    path = database.sqlite_path
-    return _LeaseOnly() if path is None else _LockFiles(Path(f"{path}-holders"))
+    """The lock the database's dialect chooses for holders."""
+    return database.dialect.liveness(database.engine)
 
 
-class _LeaseOnly:
+class LeaseOnly:
     def hold(self, holder: str) -> None:
         pass
 
@@ -66,7 +65,7 @@ class _LeaseOnly:
         return False
 
 
-class _LockFiles:
+class LockFiles:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
         self._held: tuple[int, Path] | None = None
@@ -112,14 +111,16 @@ class _LockFiles:
         return True
 
 
-class _AdvisoryLocks:
-    def __init__(self, database: Database) -> None:
-        self._database = database
+class AdvisoryLocks:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._connection: Connection | None = None
 
     def hold(self, holder: str) -> None:
         self.release()
-        connection = self._database.engine.connect()
+        connection = self._engine.connect()
+        # Out of the pool: closing it must end the session, and the lock with it.
+        connection.detach()
         connection.execute(select(func.pg_advisory_lock(_key(holder))))
         connection.commit()
         self._connection = connection

@@ -65,7 +65,7 @@ def current_revision(connection: Connection) -> str | None:
 def upgrade(database: Database, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (head by default), holding the migration lock."""
     with database.engine.begin() as conn:
-        database.lock_for_migration(conn)
+        database.dialect.lock_for_migration(conn)
         command.upgrade(_alembic_config(conn), revision)
 
 

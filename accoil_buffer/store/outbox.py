@@ -11,7 +11,9 @@ from sqlalchemy import Connection, delete
 
 from accoil_buffer.messages import Message
 from accoil_buffer.store import schema
-from accoil_buffer.store.engine import Database, DirectInsert, Executor
+from accoil_buffer.store.dialects import Dialect
+from accoil_buffer.store.direct import DirectInsert, Executor
+from accoil_buffer.store.engine import Database
 
 
 def claim(database: Database, conn: Executor, messages: Sequence[Message]) -> list[Message]:
@@ -103,35 +105,32 @@ class _Inserts(NamedTuple):
     drops: DirectInsert
 
 
-_INSERTS: dict[bool, _Inserts] = {}
+_INSERTS: dict[type[Dialect], _Inserts] = {}
 
 
 def _inserts(database: Database) -> _Inserts:
     """The ledger's claim, the outbox's, the posts' and the drop counters' inserts, built once
-    per kind of database; their ``ON CONFLICT`` and ``RETURNING`` clauses are spelled alike by
-    both."""
-    kind = database.is_postgresql
+    per kind of database."""
+    dialect = database.dialect
+    kind = type(dialect)
     if kind not in _INSERTS:
         _INSERTS[kind] = _Inserts(
             ledger=DirectInsert(
-                database,
+                dialect,
                 schema.message_ids,
                 ("message_id", "received_at"),
-                on_conflict=" ON CONFLICT (message_id) DO NOTHING",
+                on_conflict=dialect.insert_or_ignore(("message_id",)),
                 returning=" RETURNING message_id",
             ),
-            outbox=DirectInsert(database, schema.outbox, _OUTBOX_COLUMNS),
+            outbox=DirectInsert(dialect, schema.outbox, _OUTBOX_COLUMNS),
             posts=DirectInsert(
-                database, schema.posts, ("message_id", "type", "payload", "received_at")
+                dialect, schema.posts, ("message_id", "type", "payload", "received_at")
             ),
             drops=DirectInsert(
-                database,
+                dialect,
                 schema.drops,
                 ("day", "reason", "count"),
-                on_conflict=(
-                    " ON CONFLICT (day, reason) DO UPDATE"
-                    f" SET count = {schema.drops.name}.count + excluded.count"
-                ),
+                on_conflict=dialect.upsert(schema.drops, ("day", "reason"), add=("count",)),
             ),
         )
     return _INSERTS[kind]

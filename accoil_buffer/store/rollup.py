@@ -1,19 +1,16 @@
-"""Folding the outbox into Accoil's model (SPEC 4.1, 4.2).
+"""Folding the outbox into Accoil's model: users, accounts, memberships and daily counts.
 
 Each chunk of outbox rows is folded in one transaction together with the deletion of those rows,
 so a crash mid-fold neither loses nor double-counts. Counts, memberships and identity links are
-set-based (``INSERT … SELECT … GROUP BY … ON CONFLICT``). Trait merges go through a chunk in
-steps, reading each step's identify/group rows once and writing each changed user or account
-once per step: Segment's shallow merge (a key sent as null stays, as null) has no common SQL
-spelling on SQLite and PostgreSQL (SQLite's ``json_patch`` deletes null keys), and
-identify/group are a small share of traffic.
+set-based (``INSERT … SELECT … GROUP BY … ON CONFLICT``); traits are merged in memory
+(``traits``), a step of the chunk at a time.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -36,16 +33,14 @@ from sqlalchemy import (
 
 from accoil_buffer.messages import EVENT_KINDS
 from accoil_buffer.store import schema
-from accoil_buffer.store.engine import Database, DirectInsert
+from accoil_buffer.store.engine import Database
 from accoil_buffer.store.outbox import record_drops
+from accoil_buffer.store.traits import KEYS_PER_QUERY, TraitMerge
 
 ANONYMOUS_TTL_EVENTS = "anonymous_ttl_events"
 ANONYMOUS_TTL_PROFILES = "anonymous_ttl_profiles"
-_KEYS_PER_QUERY = 5000
-# Ids per step of a chunk's links, traits and memberships. A trait merge holds what its step
-# says of each user and account in memory (about 60 MiB for 50,000 identify calls of distinct
-# users, six traits each), so a larger chunk is merged step by step; its counts are still
-# added in one go.
+# Ids per step of a chunk's links, traits and memberships: a trait merge holds what its step
+# says of each user and account in memory (its counts are still added in one go).
 _PROFILE_STEP = 50_000
 _ANALYZE_FROM = 10_000  # outbox rows waiting, about: below this a stale plan costs little
 # What a chunk's statements filter and group on. folded_at too: without its statistics the
@@ -191,7 +186,7 @@ def _link_identities(
         .over(partition_by=candidates.c.anonymous_id, order_by=candidates.c.id)
         .label("rank"),
     ).subquery()
-    stmt = database.insert(links).from_select(
+    stmt = database.dialect.insert(links).from_select(
         ["anonymous_id", "user_id", "linked_at", "outbox_id"],
         select(ranked.c.anonymous_id, ranked.c.user_id, _now(now), ranked.c.id).where(
             ranked.c.rank == 1
@@ -203,7 +198,7 @@ def _link_identities(
 def _move_linked_anonymous_data(
     database: Database, conn: Connection, new_links: ColumnElement[bool], now: datetime
 ) -> None:
-    """Move what anonymous ids that now have a link hold to their user (SPEC 4.1)."""
+    """Move what anonymous ids that now have a link hold to their user."""
     ac = schema.anonymous_counts
     _add_counts(
         database,
@@ -250,16 +245,8 @@ def _fold_traits(
     new_links: ColumnElement[bool],
     now: datetime,
 ) -> None:
-    """Merge identify/group traits, chunk and step boundaries notwithstanding.
-
-    What an anonymous id said before its link is its pool; at the link the pool fills gaps
-    under the user's own traits (earlier links first), and after the link the anonymous id
-    speaks for the user.
-    """
-    users: dict[str, _Patch] = {}
-    anonymous: dict[str, _Patch] = {}
-    accounts: dict[str, _Patch] = {}
-    pools: dict[str, _Pool] = {}
+    """Merge identify/group traits, chunk and step boundaries notwithstanding."""
+    merge = TraitMerge()
     at = schema.anonymous_traits
     newly_linked = conn.execute(
         select(
@@ -269,8 +256,7 @@ def _fold_traits(
         .where(new_links)
     )
     for anonymous_id, user_id, link_id, traits, timestamp in newly_linked:
-        pools[anonymous_id] = _Pool(user_id=user_id, link_id=link_id)
-        pools[anonymous_id].add(traits, timestamp)
+        merge.linked(anonymous_id, user_id, link_id, traits, timestamp)
     rows = conn.execute(
         select(
             o.c.id,
@@ -287,29 +273,11 @@ def _fold_traits(
         .where(step, o.c.type.in_(("identify", "group")))
         .order_by(o.c.id),
         # Streamed (a server-side cursor on PostgreSQL): only the merged traits are kept.
-        execution_options={"yield_per": _KEYS_PER_QUERY},
+        execution_options={"yield_per": KEYS_PER_QUERY},
     )
     for row in rows:
-        target: _Patch
-        if row.type == "group":
-            target = accounts.setdefault(row.group_id, _Patch())
-        elif row.user_id is not None:
-            target = users.setdefault(row.user_id, _Patch())
-        elif row.linked_user_id is None:
-            target = anonymous.setdefault(row.anonymous_id, _Patch())
-        elif row.id > row.outbox_id:
-            target = users.setdefault(row.linked_user_id, _Patch())
-        else:
-            target = pools.setdefault(
-                row.anonymous_id, _Pool(user_id=row.linked_user_id, link_id=row.outbox_id)
-            )
-        target.add(row.traits, row.timestamp)
-    under: dict[str, list[_Patch]] = {}
-    for pool in sorted(pools.values(), key=lambda p: p.link_id):
-        under.setdefault(pool.user_id, []).append(pool)
-    _merge_versioned(database, conn, schema.users, users, now, under=under)
-    _merge_versioned(database, conn, schema.accounts, accounts, now)
-    _merge_anonymous(database, conn, anonymous, now)
+        merge.add(row)
+    merge.write(database.dialect, conn, now)
 
 
 def _fold_memberships(
@@ -330,7 +298,7 @@ def _fold_memberships(
     )
 
     am = schema.anonymous_memberships
-    stmt = database.insert(am).from_select(
+    stmt = database.dialect.insert(am).from_select(
         ["anonymous_id", "group_id", "last_timestamp", "last_seen_at"],
         select(o.c.anonymous_id, o.c.group_id, func.max(o.c.timestamp), func.max(o.c.received_at))
         .select_from(_linked_outbox)
@@ -380,7 +348,7 @@ def _fold_counts(
     if not anonymous:
         return
     ac = schema.anonymous_counts
-    stmt = database.insert(ac).from_select(
+    stmt = database.dialect.insert(ac).from_select(
         ["day", "anonymous_id", "kind", "name", "count", "last_seen_at"],
         select(
             o.c.day, o.c.anonymous_id, o.c.type, o.c.name, func.count(), func.max(o.c.received_at)
@@ -403,7 +371,7 @@ def _fold_counts(
 def _add_counts(database: Database, conn: Connection, source: Select[Any]) -> None:
     """Add (day, user_id, kind, name, count, updated_at, pending_since) rows to the daily counts."""
     dc = schema.daily_counts
-    stmt = database.insert(dc).from_select(
+    stmt = database.dialect.insert(dc).from_select(
         ["day", "user_id", "kind", "name", "count", "updated_at", "pending_since"], source
     )
     conn.execute(
@@ -421,118 +389,10 @@ def _add_counts(database: Database, conn: Connection, source: Select[Any]) -> No
 def _add_memberships(database: Database, conn: Connection, source: Select[Any]) -> None:
     """Insert (group_id, user_id, last_timestamp, created_at) memberships not yet known."""
     m = schema.memberships
-    stmt = database.insert(m).from_select(
+    stmt = database.dialect.insert(m).from_select(
         ["group_id", "user_id", "last_timestamp", "created_at"], source
     )
     conn.execute(stmt.on_conflict_do_nothing(index_elements=[m.c.group_id, m.c.user_id]))
-
-
-@dataclass
-class _Patch:
-    """Traits of several messages for one key, merged in arrival order."""
-
-    traits: dict[str, Any] = field(default_factory=dict)
-    timestamp: datetime | None = None
-
-    def add(self, traits: Mapping[str, Any] | None, timestamp: datetime) -> None:
-        self.traits.update(traits or {})
-        self.timestamp = timestamp if self.timestamp is None else max(self.timestamp, timestamp)
-
-
-@dataclass
-class _Pool(_Patch):
-    """What an anonymous id said before ``link_id``, the outbox row that linked it to a user."""
-
-    user_id: str = ""
-    link_id: int = 0
-
-
-def _merge_in_slices(
-    conn: Connection,
-    table: Table,
-    keys: Iterable[str],
-    merge: Callable[[str, dict[str, Any] | None], tuple[object, ...] | None],
-    upsert: DirectInsert,
-) -> None:
-    """Read the traits of ``keys`` (in key order, so concurrent folds lock rows alike) a slice
-    at a time, and upsert the rows ``merge`` makes of each key and its stored traits (None:
-    unchanged): a step of 50,000 identify calls then holds one slice's rows, not all of them."""
-    key = table.primary_key.columns.values()[0]
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), _KEYS_PER_QUERY):
-        batch = ordered[start : start + _KEYS_PER_QUERY]
-        existing = dict(conn.execute(select(key, table.c.traits).where(key.in_(batch))).all())
-        rows = [row for name in batch if (row := merge(name, existing.get(name))) is not None]
-        upsert.run(conn, rows)
-
-
-def _merge_versioned(
-    database: Database,
-    conn: Connection,
-    table: Table,
-    patches: Mapping[str, _Patch],
-    now: datetime,
-    *,
-    under: Mapping[str, list[_Patch]] | None = None,
-) -> None:
-    """Merge ``patches`` over, then each of ``under`` beneath, the traits of users or accounts;
-    a row whose traits change gets a new version."""
-    under = under or {}
-
-    def merge(name: str, old: dict[str, Any] | None) -> tuple[object, ...] | None:
-        merged = {**(old or {})}
-        timestamps = []
-        if name in patches:
-            merged.update(patches[name].traits)
-            timestamps.append(patches[name].timestamp)
-        for pool in under.get(name, ()):
-            merged = {**pool.traits, **merged}
-            timestamps.append(pool.timestamp)
-        if old is not None and merged == old:
-            return None
-        last = max(t for t in timestamps if t is not None)
-        return (name, merged, 1, last, now, now, now)
-
-    key, table_name = table.primary_key.columns.values()[0].name, table.name
-    upsert = DirectInsert(
-        database,
-        table,
-        (
-            key,
-            "traits",
-            "traits_version",
-            "last_timestamp",
-            "first_seen_at",
-            "updated_at",
-            "pending_since",
-        ),
-        on_conflict=(
-            f" ON CONFLICT ({key}) DO UPDATE SET traits = excluded.traits,"
-            f" traits_version = {table_name}.traits_version + 1,"
-            " last_timestamp = excluded.last_timestamp, updated_at = excluded.updated_at,"
-            f" pending_since = coalesce({table_name}.pending_since, excluded.pending_since)"
-        ),
-    )
-    _merge_in_slices(conn, table, set(patches) | set(under), merge, upsert)
-
-
-def _merge_anonymous(
-    database: Database, conn: Connection, patches: Mapping[str, _Patch], now: datetime
-) -> None:
-    def merge(name: str, old: dict[str, Any] | None) -> tuple[object, ...]:
-        return (name, {**(old or {}), **patches[name].traits}, patches[name].timestamp, now)
-
-    at = schema.anonymous_traits
-    upsert = DirectInsert(
-        database,
-        at,
-        ("anonymous_id", "traits", "last_timestamp", "last_seen_at"),
-        on_conflict=(
-            " ON CONFLICT (anonymous_id) DO UPDATE SET traits = excluded.traits,"
-            " last_timestamp = excluded.last_timestamp, last_seen_at = excluded.last_seen_at"
-        ),
-    )
-    _merge_in_slices(conn, at, patches, merge, upsert)
 
 
 def _prune(

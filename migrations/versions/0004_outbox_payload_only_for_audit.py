@@ -13,6 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from accoil_buffer.store.dialects import dialect_for
+
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | None = None
@@ -23,7 +25,7 @@ NEW = "the whole normalised message if kept for audit (outbox_retention_hours); 
 
 
 def _comment(comment: str, existing: str) -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    if not dialect_for(op.get_bind()).keeps_comments:
         return
     op.alter_column(
         "accoil_outbox",

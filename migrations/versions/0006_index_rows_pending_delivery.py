@@ -4,10 +4,8 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-28 18:40:00
 
-Delivered users, accounts, memberships and daily counts stay in their tables, and a claim
-(pending rows in key order, LIMIT n) read past all of them: with a million delivered daily
-counts a claim of 500 took about 0.5 s. A partial index over the pending rows of each table,
-in the order claims take them, makes a claim and a status read only what is pending.
+Delivered rows stay in their tables, and a claim read past all of them: a partial index over
+each table's pending rows, in claim order, makes a claim or a status read only what is pending.
 """
 
 from __future__ import annotations

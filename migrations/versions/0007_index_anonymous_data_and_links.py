@@ -4,12 +4,8 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-28 19:00:00
 
-Every fold pruned anonymous ids idle past the TTL by reading all anonymous data, and moving
-a newly linked id's counts read all anonymous counts (their key leads with the day): with a
-million anonymous count rows an empty fold took about 4 s, holding SQLite's write lock.
-Indexes on last_seen_at let the prune read only rows that aged out; one on the counts'
-anonymous_id lets it, and a link, find an id's rows; and one on the links' outbox_id lets a
-fold find the links its chunk made instead of reading every link ever made.
+A fold's prune, its moves of linked anonymous data and its search for new links read whole
+tables under SQLite's write lock: these indexes let each read only the rows it needs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,167 @@
+"""Folding the outbox into daily counts, users, accounts and memberships."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from accoil_buffer.store import rollup
+from tests import tables
+from tests.contract import NOW, TODAY, append, fold, message, opened
+
+
+def test_events_become_daily_counts_and_leave_the_outbox(database_url: str) -> None:
+    yesterday = NOW - timedelta(days=1)
+    with opened(database_url) as database:
+        append(
+            database,
+            [
+                message(type="track", userId="u1", event="Saved"),
+                message(type="track", userId="u1", event="Saved"),
+                message(type="track", userId="u1", event="Saved", timestamp=yesterday.isoformat()),
+                message(type="page", userId="u2", name="Home"),
+                message(type="screen", userId="u2", name="Feed"),
+            ],
+        )
+        assert fold(database) == rollup.FoldReport(folded=5)
+        assert fold(database) == rollup.FoldReport(folded=0)
+    assert tables.counts(database_url) == {
+        (TODAY, "u1", "track", "Saved"): 2,
+        (yesterday.date(), "u1", "track", "Saved"): 1,
+        (TODAY, "u2", "page", "Home"): 1,
+        (TODAY, "u2", "screen", "Feed"): 1,
+    }
+    assert tables.outbox_size(database_url) == 0
+
+
+def test_counts_add_up_across_folds(database_url: str) -> None:
+    with opened(database_url) as database:
+        for _ in range(3):
+            append(database, [message(type="track", userId="u1", event="E")])
+            fold(database)
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 3}
+
+
+def test_traits_merge_shallowly_and_a_null_stays(database_url: str) -> None:
+    with opened(database_url) as database:
+        append(database, [message(type="identify", userId="u1", traits={"a": 1, "b": {"x": 1}})])
+        fold(database)
+        append(
+            database,
+            [message(type="identify", userId="u1", traits={"b": {"y": 2}, "a": None, "c": "3"})],
+        )
+        fold(database)
+        append(database, [message(type="identify", userId="u1", traits={"c": "3"})])  # no change
+        fold(database)
+    assert tables.users(database_url) == {"u1": {"a": None, "b": {"y": 2}, "c": "3"}}
+    assert tables.user_versions(database_url) == {"u1": 2}
+
+
+def test_group_calls_make_accounts_and_memberships(database_url: str) -> None:
+    with opened(database_url) as database:
+        append(
+            database,
+            [
+                message(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}),
+                message(type="group", userId="u2", groupId="g1", traits={"plan": "pro"}),
+                message(type="group", userId="u2", groupId="g2"),
+            ],
+        )
+        fold(database)
+    assert tables.accounts(database_url) == {"g1": {"name": "Acme", "plan": "pro"}, "g2": {}}
+    assert tables.memberships(database_url) == {("g1", "u1"), ("g1", "u2"), ("g2", "u2")}
+
+
+def test_what_an_anonymous_id_did_moves_to_the_user_it_is_linked_to(database_url: str) -> None:
+    with opened(database_url) as database:
+        append(
+            database,
+            [
+                message(type="track", anonymousId="a1", event="Viewed"),
+                message(type="identify", anonymousId="a1", traits={"plan": "free", "x": 1}),
+                message(type="group", anonymousId="a1", groupId="g1"),
+            ],
+        )
+        fold(database)
+        assert tables.counts(database_url) == {}
+        assert tables.anonymous_counts(database_url) == {(TODAY, "a1", "track", "Viewed"): 1}
+        assert tables.anonymous_traits(database_url) == {"a1": {"plan": "free", "x": 1}}
+        append(
+            database,
+            [
+                message(type="identify", userId="u1", anonymousId="a1", traits={"plan": "pro"}),
+                message(type="track", anonymousId="a1", event="Viewed"),  # after the link
+            ],
+        )
+        fold(database)
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "Viewed"): 2}
+    # The anonymous traits fill gaps beneath the user's own.
+    assert tables.users(database_url) == {"u1": {"plan": "pro", "x": 1}}
+    assert tables.memberships(database_url) == {("g1", "u1")}
+    assert tables.anonymous_counts(database_url) == {}
+    assert tables.anonymous_traits(database_url) == {}
+    assert tables.anonymous_memberships(database_url) == set()
+
+
+def test_an_alias_links_a_previous_id_and_the_first_link_wins(database_url: str) -> None:
+    with opened(database_url) as database:
+        append(
+            database,
+            [
+                message(type="track", anonymousId="a1", event="E"),
+                message(type="alias", previousId="a1", userId="u1"),
+                message(type="alias", previousId="a1", userId="u2"),
+                message(type="track", anonymousId="a1", event="E"),
+            ],
+        )
+        fold(database)
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 2}
+
+
+def test_small_chunks_fold_to_the_same_tables_as_one(database_url: str) -> None:
+    messages = [
+        message(type="identify", userId=f"u{i % 3}", traits={"n": i}, anonymousId=f"a{i % 4}")
+        if i % 5 == 0
+        else message(type="track", anonymousId=f"a{i % 4}", event=f"E{i % 2}")
+        for i in range(40)
+    ]
+    with opened(database_url) as database:
+        append(database, messages)
+        assert fold(database, batch_size=3).folded == 40
+        chunked = (
+            tables.counts(database_url),
+            tables.users(database_url),
+            tables.anonymous_counts(database_url),
+        )
+        tables.wipe(database_url)
+        append(database, messages)  # the ledger was wiped too
+        assert fold(database).folded == 40
+    assert chunked == (
+        tables.counts(database_url),
+        tables.users(database_url),
+        tables.anonymous_counts(database_url),
+    )
+    assert chunked[0]  # the links moved anonymous counts to users
+
+
+def test_anonymous_ids_idle_past_the_ttl_are_pruned_and_counted(database_url: str) -> None:
+    with opened(database_url) as database:
+        append(
+            database,
+            [
+                message(type="track", anonymousId="idle", event="E"),
+                message(type="track", anonymousId="idle", event="E"),
+                message(type="identify", anonymousId="idle", traits={"a": 1}),
+            ],
+        )
+        fold(database)
+        later = NOW + timedelta(days=2)
+        append(database, [message(at=later, type="track", anonymousId="active", event="E")])
+        report = fold(database, now=later + timedelta(hours=1), ttl_days=1)
+    assert report == rollup.FoldReport(
+        folded=1, pruned_anonymous_events=2, pruned_anonymous_profiles=1
+    )
+    assert set(tables.anonymous_counts(database_url)) == {(later.date(), "active", "track", "E")}
+    assert tables.drops(database_url) == {
+        rollup.ANONYMOUS_TTL_EVENTS: 2,
+        rollup.ANONYMOUS_TTL_PROFILES: 1,
+    }

@@ -1,0 +1,101 @@
+"""Appending to the outbox: each messageId once, and every drop counted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from accoil_buffer.reasons import Reason
+from accoil_buffer.recording import Recorded
+from accoil_buffer.store import outbox, schema
+from tests import tables
+from tests.contract import NOW, TODAY, append, message, opened
+
+
+def test_a_message_id_is_stored_once_within_a_batch_and_across_batches(
+    database_url: str,
+) -> None:
+    first = message(type="track", userId="u1", event="E", messageId="m1")
+    second = message(type="track", userId="u2", event="E", messageId="m2")
+    with opened(database_url) as database:
+        result = append(database, [first, second, first])
+        assert result == Recorded(stored=2, duplicates=1, filtered=0)
+        # One message alone takes the single-row claim; a batch the multi-row one.
+        assert append(database, [first]) == Recorded(0, 1, 0)
+        assert append(database, [first, second]) == Recorded(0, 2, 0)
+    assert tables.outbox_size(database_url) == 2
+    assert tables.table_count(database_url, schema.message_ids) == 2
+    assert tables.drops(database_url) == {Reason.DUPLICATE_MESSAGE_ID: 4}
+
+
+def test_a_message_that_excludes_accoil_is_claimed_but_not_stored(database_url: str) -> None:
+    excluded = message(
+        type="track", userId="u1", event="E", messageId="m1", integrations={"All": False}
+    )
+    with opened(database_url) as database:
+        assert append(database, [excluded]) == Recorded(0, 0, 1)
+        assert append(database, [excluded]) == Recorded(0, 1, 0)  # seen already
+    assert tables.outbox_size(database_url) == 0
+    assert tables.drops(database_url) == {
+        Reason.FILTERED_INTEGRATIONS: 1,
+        Reason.DUPLICATE_MESSAGE_ID: 1,
+    }
+
+
+def test_rejected_messages_are_counted_on_the_day_given(database_url: str) -> None:
+    with opened(database_url) as database:
+        assert append(database, [], rejected=3) == Recorded(0, 0, 0)
+        append(database, [], rejected=2)
+        with pytest.raises(ValueError, match="day"):
+            append(database, [], rejected=1, today=None)
+    assert tables.drops(database_url) == {Reason.REJECTED_INVALID: 5}
+
+
+def test_whole_messages_are_kept_only_for_audit(database_url: str) -> None:
+    kept = message(type="track", userId="u1", event="E", messageId="kept")
+    dropped = message(type="track", userId="u1", event="E", messageId="dropped")
+    with opened(database_url) as database:
+        append(database, [kept], keep_payloads=True)
+        append(database, [dropped])
+    payloads = tables.outbox_payloads(database_url)
+    assert payloads[1] is None
+    assert payloads[0]["messageId"] == "kept"
+    assert payloads[0]["event"] == "E"
+
+
+def test_drop_counters_add_up_per_day_and_reason(database_url: str) -> None:
+    yesterday = TODAY - timedelta(days=1)
+    with opened(database_url) as database:
+        for _ in range(2):
+            with database.write() as conn:
+                outbox.record_drops(
+                    database, conn, Counter({(TODAY, "a"): 2, (yesterday, "a"): 1, (TODAY, "b"): 0})
+                )
+        with database.engine.connect() as conn:
+            rows = conn.execute(schema.drops.select()).all()
+    assert sorted(tuple(row) for row in rows) == [
+        (yesterday, "a", 2),
+        (TODAY, "a", 4),
+    ]
+
+
+def test_an_outbox_row_holds_what_the_fold_reads(database_url: str) -> None:
+    identify = message(
+        type="identify", userId="u1", anonymousId="a1", traits={"plan": "pro"}, messageId="m"
+    )
+    with opened(database_url) as database:
+        append(database, [identify])
+        with database.engine.connect() as conn:
+            row = conn.execute(schema.outbox.select()).one()
+    assert (row.message_id, row.type, row.user_id, row.anonymous_id) == (
+        "m",
+        "identify",
+        "u1",
+        "a1",
+    )
+    assert row.traits == {"plan": "pro"}
+    assert row.day == TODAY
+    assert row.received_at == NOW
+    assert row.folded_at is None
