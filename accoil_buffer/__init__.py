@@ -2,16 +2,20 @@
 
 from importlib import metadata as _metadata
 
-from accoil_buffer.buffer import Buffer, FlushReport, IngestReport, Rejection
+from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, ServerConfig, load_config
 from accoil_buffer.errors import (
     AccoilBufferError,
+    BufferClosed,
     BufferFull,
     ConfigError,
     InvalidMessage,
     SchemaError,
     StorageError,
+    TriggerError,
 )
+from accoil_buffer.reports import FlushReport, Health, IngestReport, Rejection
+from accoil_buffer.status import Status
 
 try:
     __version__ = _metadata.version("accoil-buffer")
@@ -21,16 +25,20 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 __all__ = [
     "AccoilBufferError",
     "Buffer",
+    "BufferClosed",
     "BufferFull",
     "Config",
     "ConfigError",
     "FlushReport",
+    "Health",
     "IngestReport",
     "InvalidMessage",
     "Rejection",
     "SchemaError",
     "ServerConfig",
+    "Status",
     "StorageError",
+    "TriggerError",
     "__version__",
     "load_config",
 ]

@@ -1,4 +1,4 @@
-"""Backpressure (SPEC 4.6): at a configured bound a call is refused and counted, never dropped.
+"""Backpressure: at a configured bound a call is refused and counted, never dropped.
 
 Two bounds: rows waiting to be folded or forwarded (``max_outbox_rows``) and, on SQLite, the
 bytes the database file uses (``max_outbox_bytes``). Measuring is a query, so a bound is

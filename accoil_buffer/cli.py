@@ -1,4 +1,4 @@
-"""The ``accoil-buffer`` command: a thin click layer over the library (SPEC 5.2)."""
+"""The ``accoil-buffer`` command: a thin click layer over the library."""
 
 from __future__ import annotations
 
@@ -15,20 +15,25 @@ from typing import IO, Any, TypeVar
 
 import click
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
-from accoil_buffer.accoil_api import AccoilClient, Verdict, action_body
+from accoil_buffer.accoil_api import AccoilClient, Verdict
 from accoil_buffer.buffer import Buffer
+from accoil_buffer.cli_format import (
+    count,
+    dead_letter_line,
+    describe,
+    explain,
+    mapping_lines,
+    status_lines,
+)
 from accoil_buffer.config import Config, load_config, sqlite_file
 from accoil_buffer.errors import (
     AccoilBufferError,
     ConfigError,
-    InvalidMessage,
     ListenError,
-    StorageError,
+    storage_errors,
 )
-from accoil_buffer.mappings import links
-from accoil_buffer.messages import MAX_MESSAGE_BYTES, format_timestamp, normalise
+from accoil_buffer.messages import MAX_MESSAGE_BYTES
 from accoil_buffer.server import serve as run_server
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import current_revision, head_revision, upgrade
@@ -142,13 +147,8 @@ def migrate(config: Config) -> None:
 
 def _revision(database: Database) -> str | None:
     """The schema's revision; None for a database without our tables."""
-    try:
-        with database.engine.connect() as conn:
-            return current_revision(conn)
-    except SQLAlchemyError as exc:
-        raise StorageError(
-            f"could not read the database: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
-        ) from exc
+    with storage_errors("could not read the database"), database.engine.connect() as conn:
+        return current_revision(conn)
 
 
 def _existing(config: Config) -> Buffer:
@@ -181,57 +181,12 @@ def _has_schema(config: Config) -> bool:
 def status(config: Config, as_json: bool) -> None:
     """Show what is pending delivery, waiting for identity, and what was dropped."""
     with _existing(config) as buffer:
-        document = buffer.status()
+        report = buffer.status_report()
     if as_json:
-        click.echo(json.dumps(document, indent=2))
+        click.echo(json.dumps(report.document(), indent=2))
         return
-    pending = document["pending"]
-    click.echo(f"outbox: {document['outbox']['unfolded_messages']} rows not yet folded")
-    click.echo(
-        f"pending delivery: {pending['users']} users, {pending['accounts']} accounts, "
-        f"{pending['memberships']} memberships, {pending['count_rows']} count rows "
-        f"({pending['occurrences']} occurrences), {pending['posts']} posts"
-    )
-    anonymous = document["anonymous"]
-    click.echo(
-        f"anonymous, waiting for identify/alias: {anonymous['ids']} ids, "
-        f"{anonymous['occurrences']} occurrences"
-    )
-    if document["oldest_undelivered_at"]:
-        click.echo(
-            f"oldest undelivered: {document['oldest_undelivered_at']} "
-            f"({document['oldest_undelivered_age_seconds']:.0f} s ago)"
-        )
-    drops = ", ".join(f"{reason} {n}" for reason, n in document["drops"].items()) or "none"
-    click.echo(f"drops: {drops}")
-    _echo_delivery(document["delivery"])
-
-
-def _count(number: int, noun: str, plural: str = "") -> str:
-    """A number with its noun in the right form: 1 message, 2 messages."""
-    return f"{number} {noun if number == 1 else plural or noun + 's'}"
-
-
-def _echo_delivery(delivery: dict[str, Any]) -> None:
-    if not delivery["enabled"]:
-        click.echo("delivery: off (no api_key is set)")
-        return
-    click.echo(
-        f"delivery: to {delivery['endpoint']}; {delivery['delivered_total']} messages "
-        f"delivered; last success {delivery['last_success_at'] or 'never'}"
-    )
-    if delivery["paused_reason"]:
-        click.echo(f"delivery PAUSED: {delivery['paused_reason']}")
-    if delivery["offline_since"]:
-        click.echo(
-            f"offline since {delivery['offline_since']} "
-            f"({delivery['consecutive_failures']} failed passes; last error: "
-            f"{delivery['last_error']}); next attempt {delivery['next_attempt_at']}"
-        )
-    if delivery["dead_letters"]:
-        click.echo(
-            f"dead letters: {delivery['dead_letters']} (see `accoil-buffer dead-letters list`)"
-        )
+    for line in status_lines(report):
+        click.echo(line)
 
 
 @main.command()
@@ -241,22 +196,28 @@ def flush(config: Config, timeout: float | None) -> None:
     """Fold the outbox and deliver to Accoil now (one pass). Exits 1 if delivery failed,
     stopped early, or is off."""
     with Buffer(config=config, start=False) as buffer:
-        pending = buffer.status()["pending"]
+        pending = buffer.status_report().pending
         total = sum(
-            pending[k] for k in ("users", "accounts", "memberships", "occurrences", "posts")
+            (
+                pending.users,
+                pending.accounts,
+                pending.memberships,
+                pending.occurrences,
+                pending.posts,
+            )
         )
         if sys.stdout.isatty() and total:
             with click.progressbar(length=total, label="delivering") as bar:
                 result = buffer.flush(timeout, progress=bar.update)
         else:
             result = buffer.flush(timeout)
-    click.echo(f"folded {_count(result.folded, 'message')}")
+    click.echo(f"folded {count(result.folded, 'message')}")
     delivery = result.delivery
     if delivery is None:
         raise click.ClickException("delivery is off: set api_key (or ACCOIL_API_KEY)")
     click.echo(
-        f"delivered {_count(delivery.delivered, 'message')} to Accoil "
-        f"({delivery.dead_lettered} dead-lettered, {_count(delivery.retries, 'retry', 'retries')})"
+        f"delivered {count(delivery.delivered, 'message')} to Accoil "
+        f"({delivery.dead_lettered} dead-lettered, {count(delivery.retries, 'retry', 'retries')})"
     )
     if delivery.failure is not None:
         raise click.ClickException(
@@ -298,14 +259,7 @@ def dead_letters_list(config: Config, as_json: bool) -> None:
     with _existing(config) as buffer:
         letters = buffer.dead_letters()
     for letter in letters:
-        if as_json:
-            click.echo(json.dumps({**letter, "created_at": format_timestamp(letter["created_at"])}))
-        else:
-            click.echo(
-                f"{letter['id']}  {letter['created_at']:%Y-%m-%d %H:%M:%S}  "
-                f"{letter['type']:<8} HTTP {letter['status']}  {letter['message_id']}  "
-                f"{(letter['response'] or '')[:80]}"
-            )
+        click.echo(dead_letter_line(letter, as_json=as_json))
     if not letters and not as_json:
         click.echo("no dead letters")
 
@@ -358,8 +312,8 @@ def import_(config: Config, source: IO[bytes]) -> None:
                 ingest()
         ingest()
     click.echo(
-        f"imported {_count(stored, 'message')} ({_count(duplicates, 'duplicate')}, {filtered} "
-        f"filtered by integrations); {_count(rejected, 'line')} rejected"
+        f"imported {count(stored, 'message')} ({count(duplicates, 'duplicate')}, {filtered} "
+        f"filtered by integrations); {count(rejected, 'line')} rejected"
     )
     if rejected:
         raise SystemExit(1)
@@ -375,17 +329,14 @@ def mappings() -> None:
 @common_options
 def mappings_list(config: Config, as_json: bool) -> None:
     """List the mappings in force, in the order they apply."""
-    entries = [
-        {**dataclasses.asdict(m), "fields": dict(m.fields)} for m in config.mappings.mappings
-    ]
     if as_json:
+        entries = [
+            {**dataclasses.asdict(m), "fields": dict(m.fields)} for m in config.mappings.mappings
+        ]
         click.echo(json.dumps(entries, indent=2, ensure_ascii=False))
         return
-    for entry in entries:
-        state = "" if entry["enabled"] else " (disabled)"
-        click.echo(f"{entry['name']}{state}: {entry['action']} when {entry['trigger']}")
-        for name, source in entry["fields"].items():
-            click.echo(f"  {name} = {json.dumps(source, ensure_ascii=False)}")
+    for line in mapping_lines(config):
+        click.echo(line)
 
 
 @mappings.command("test")
@@ -403,69 +354,12 @@ def mappings_test(config: Config, source: IO[bytes], as_json: bool) -> None:
         report = (
             {"line": number, "error": problem}
             if problem is not None
-            else _explain(config, number, message, now, margin)
+            else explain(config, number, message, now, margin)
         )
         invalid = invalid or "error" in report
-        click.echo(json.dumps(report, ensure_ascii=False) if as_json else _describe(report))
+        click.echo(json.dumps(report, ensure_ascii=False) if as_json else describe(report))
     if invalid:
         raise SystemExit(1)
-
-
-def _explain(
-    config: Config, number: int, raw: object, now: datetime, margin: timedelta
-) -> dict[str, Any]:
-    """What the mappings make of the message on one line, as a JSON-ready document."""
-    try:
-        message = normalise(raw, received_at=now, future_margin=margin)
-    except InvalidMessage as exc:
-        return {"line": number, "error": str(exc)}
-    report: dict[str, Any] = {"line": number, "type": message.type, "messageId": message.message_id}
-    if not message.deliverable:
-        return {**report, "filtered": "the integrations object turns Accoil Analytics off"}
-    outcomes = config.mappings.outcomes(message)
-    matches = []
-    for outcome in outcomes:
-        match: dict[str, Any] = {"mapping": outcome.mapping}
-        action = outcome.action
-        if action is None:
-            match["dropped"] = f"{outcome.problem} (counted as {outcome.reason})"
-        else:
-            match["action"] = action.type
-            body = action_body(action)
-            if body is None:
-                match["held_under_anonymous_id"] = action.anonymous_id
-            else:
-                match["body"] = body
-        matches.append(match)
-    actions = [o.action for o in outcomes if o.action is not None]
-    linked = [{"anonymousId": a, "userId": u} for a, u in links(message, actions)]
-    if linked:
-        report["links"] = linked
-    return {**report, "matches": matches}
-
-
-def _describe(report: dict[str, Any]) -> str:
-    """The human-readable form of ``_explain``'s document."""
-    if "error" in report:
-        return f"line {report['line']}: invalid: {report['error']}"
-    lines = [f"line {report['line']}: {report['type']} (messageId {report['messageId']})"]
-    if "filtered" in report:
-        return "\n".join([*lines, f"  filtered: {report['filtered']}"])
-    for link in report.get("links", ()):
-        lines.append(f"  links anonymousId {link['anonymousId']} to userId {link['userId']}")
-    for match in report["matches"]:
-        if "dropped" in match:
-            lines.append(f"  {match['mapping']}: dropped: {match['dropped']}")
-        elif "held_under_anonymous_id" in match:
-            lines.append(
-                f"  {match['mapping']}: {match['action']}, held under anonymousId "
-                f"{match['held_under_anonymous_id']} until an identify or alias links it to a user"
-            )
-        else:
-            lines.append(f"  {match['mapping']}: {match['action']} {json.dumps(match['body'])}")
-    if not report["matches"] and "links" not in report:
-        lines.append("  no mapping matches (counted as unmapped)")
-    return "\n".join(lines)
 
 
 def _json_lines(source: IO[bytes]) -> Iterator[tuple[int, Any, str | None]]:

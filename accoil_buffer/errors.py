@@ -2,18 +2,25 @@
 
     AccoilBufferError
     ├── ConfigError        a configuration key has a bad value (names the key)
+    │   └── TriggerError   a mapping's trigger does not parse (names the position)
     ├── ListenError        the sidecar cannot bind its address (the port is taken)
     ├── InvalidMessage     a call or message breaks the Segment spec (names the field);
     │                      nothing of it was stored
     ├── SchemaError        the database schema is behind (names `accoil-buffer migrate`)
     │                      or ahead of this version
     └── StorageError       the database failed; wraps the driver error (``__cause__``)
-        └── BufferFull     the outbox is at max_outbox_rows (backpressure; nothing was stored)
+        ├── BufferFull     a backpressure bound is reached (nothing was stored)
+        └── BufferClosed   the Buffer is closed and takes no more calls
 
 Driver errors are wrapped with ``raise ... from exc`` so the original stays visible.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import SQLAlchemyError
 
 
 class AccoilBufferError(Exception):
@@ -22,6 +29,16 @@ class AccoilBufferError(Exception):
 
 class ConfigError(AccoilBufferError):
     """A configuration value is missing, unknown or of the wrong type."""
+
+
+class TriggerError(ConfigError):
+    """A trigger expression could not be parsed; ``position`` is 0-based into ``text``."""
+
+    def __init__(self, text: str, position: int, problem: str, where: str = "trigger") -> None:
+        super().__init__(
+            f"{where}: {problem} at position {position + 1}\n    {text}\n    {' ' * position}^"
+        )
+        self.text, self.position, self.problem = text, position, problem
 
 
 class ListenError(AccoilBufferError):
@@ -46,4 +63,19 @@ class StorageError(AccoilBufferError):
 
 
 class BufferFull(StorageError):
-    """The outbox holds ``max_outbox_rows`` messages; the call was refused, not dropped."""
+    """A bound (``max_outbox_rows``, ``max_outbox_bytes``, or the writer's queue while the
+    database fails) is reached; the call was refused, not dropped."""
+
+
+class BufferClosed(StorageError):
+    """The Buffer was closed: a call made after ``close()`` is refused, not queued."""
+
+
+@contextmanager
+def storage_errors(failure: str = "the database failed") -> Iterator[None]:
+    """Raise a driver error as ``StorageError``: ``failure``, then the error's first line."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        first_line = str(exc).splitlines()[0]
+        raise StorageError(f"{failure}: {exc.__class__.__name__}: {first_line}") from exc

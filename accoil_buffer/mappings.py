@@ -25,21 +25,12 @@ from datetime import datetime
 from typing import Any
 
 from accoil_buffer.errors import ConfigError, InvalidMessage
-from accoil_buffer.messages import (
-    FUTURE_TIMESTAMP_CLAMPED,
-    TRAIT_NOT_NORMALISED,
-    TYPES,
-    Message,
-    as_id,
-    normalise_traits,
-    parse_timestamp,
-)
+from accoil_buffer.messages import TYPES, Message, as_id, normalise_traits, parse_timestamp
+from accoil_buffer.reasons import Reason, mapping_reason
 from accoil_buffer.triggers import MISSING, Predicate, canonical, compile_trigger, resolve
 
 MAX_MAPPINGS = 50  # Segment's limit per destination instance
 MAX_NAME_LENGTH = 55  # "mapping:<name>" must fit accoil_drops.reason
-UNMAPPED = "unmapped"
-REASON_PREFIX = "mapping:"
 POST = "post"
 
 
@@ -103,7 +94,7 @@ class Outcome:
     @property
     def reason(self) -> str:
         """The reason a drop is counted under in ``accoil_drops``."""
-        return REASON_PREFIX + self.mapping
+        return mapping_reason(self.mapping)
 
 
 @dataclass
@@ -195,7 +186,7 @@ class Mappings:
             if link is not None:
                 routed.rows.append(link)
             elif not outcomes:
-                routed.counts[UNMAPPED] += 1
+                routed.counts[Reason.UNMAPPED] += 1
             for outcome in outcomes:
                 action = outcome.action
                 if action is None:
@@ -361,7 +352,7 @@ def _action(
     user_id: str | None,
     anonymous_id: str | None,
     timestamp: datetime,
-    notes: tuple[str, ...],
+    notes: tuple[Reason, ...],
     group_id: str | None = None,
     name: str = "",
     traits: dict[str, Any] | None = None,
@@ -390,7 +381,7 @@ def _subject(values: dict[str, Any], anonymous_id: str | None) -> tuple[str | No
     return user_id, anonymous_id
 
 
-def _when(message: Message, values: dict[str, Any]) -> tuple[datetime, tuple[str, ...]]:
+def _when(message: Message, values: dict[str, Any]) -> tuple[datetime, tuple[Reason, ...]]:
     value = _given(values["timestamp"])
     if value is None:
         raise InvalidMessage("timestamp", "is missing")
@@ -398,13 +389,13 @@ def _when(message: Message, values: dict[str, Any]) -> tuple[datetime, tuple[str
         return message.timestamp, ()  # already corrected for clock skew when accepted
     moment = parse_timestamp(value, "timestamp")
     if moment > message.received_at:
-        return message.received_at, (FUTURE_TIMESTAMP_CLAMPED,)
+        return message.received_at, (Reason.FUTURE_TIMESTAMP_CLAMPED,)
     return moment, ()
 
 
 def _traits(
     message: Message, values: dict[str, Any], names: Iterable[str], *, group: bool
-) -> tuple[dict[str, Any], tuple[str, ...]]:
+) -> tuple[dict[str, Any], tuple[Reason, ...]]:
     """The ``traits`` field with the mapped trait fields inside it, as Segment's action sends
     them; normalised like the traits of an accepted message. A value the message's own traits
     already held was counted when it was accepted, so only new ones are counted here."""
@@ -415,7 +406,7 @@ def _traits(
     traits, unnormalised = normalise_traits(merged, group=group)
     own = message.traits or {}
     return traits, tuple(
-        TRAIT_NOT_NORMALISED for key in unnormalised if own.get(key, MISSING) != merged[key]
+        Reason.TRAIT_NOT_NORMALISED for key in unnormalised if own.get(key, MISSING) != merged[key]
     )
 
 

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from accoil_buffer.errors import InvalidMessage
+from accoil_buffer.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ os.register_at_fork(after_in_child=_ID_BITS.seed)
 # Keys a client may send that must never be stored (write keys are credentials).
 _NEVER_STORED = frozenset({"writeKey"})
 
-# Counter reasons for corrections made to an accepted message (see store.record_counts).
-FUTURE_TIMESTAMP_CLAMPED = "future_timestamp_clamped"
-TRAIT_NOT_NORMALISED = "trait_not_normalised"
-
 JSON = Any
 
 
@@ -70,7 +67,7 @@ class Message:
     traits: dict[str, JSON] | None
     payload: dict[str, JSON]
     deliverable: bool
-    notes: tuple[str, ...] = ()
+    notes: tuple[Reason, ...] = ()
     size: int = 0  # bytes of the message as compact JSON, as received
 
     @property
@@ -138,16 +135,16 @@ def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> 
         if cleaned.get(obj) is not None and not isinstance(cleaned[obj], dict):
             raise InvalidMessage(obj, f"must be an object, got {_json_type(cleaned[obj])}")
 
-    notes: list[str] = []
+    notes: list[Reason] = []
     timestamp = _event_time(cleaned, received_at)
     if timestamp > received_at + future_margin:
         timestamp = received_at
-        notes.append(FUTURE_TIMESTAMP_CLAMPED)
+        notes.append(Reason.FUTURE_TIMESTAMP_CLAMPED)
 
     traits: dict[str, JSON] | None = None
     if kind in {"identify", "group"}:
         traits, unnormalised = normalise_traits(cleaned.get("traits") or {}, group=kind == "group")
-        notes.extend(TRAIT_NOT_NORMALISED for _ in unnormalised)
+        notes.extend(Reason.TRAIT_NOT_NORMALISED for _ in unnormalised)
 
     message_id = as_id(cleaned.get("messageId"), "messageId") or new_message_id()
     received = format_timestamp(received_at)

@@ -1,4 +1,4 @@
-"""The sidecar daemon: Segment's HTTP Tracking API in front of a Buffer (SPEC 5.4), on Starlette.
+"""The sidecar daemon: Segment's HTTP Tracking API in front of a Buffer, on Starlette.
 
 A request is answered ``200 {"success": true}`` only after its messages are committed.
 Errors are ``{"code", "message"}``: 400 for a body or message that is wrong (the client
@@ -14,33 +14,26 @@ import asyncio
 import base64
 import binascii
 import hmac
-import ipaddress
 import json
 import logging
-import signal
-import socket
-import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, ServerConfig
-from accoil_buffer.errors import AccoilBufferError, ConfigError, ListenError, StorageError
+from accoil_buffer.errors import AccoilBufferError, StorageError
+from accoil_buffer.listener import check_exposure, http_server, listen, run_until_signalled
 from accoil_buffer.messages import apply_batch
 from accoil_buffer.metrics import CONTENT_TYPE, Metrics
+from accoil_buffer.middleware import error, wrap
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 500 * 1024  # Segment's batch limit, after decompression
@@ -61,14 +54,9 @@ ENDPOINTS = {
     "b": "batch",
     "import": "batch",  # older mobile libraries (analytics-android 4, early analytics-ios)
 }
-SHUTDOWN_GRACE_SECONDS = 10
-CORS_MAX_AGE_SECONDS = 600  # how long a browser may keep a granted preflight
-# A client has this long to send a request's headers, and then its body: a connection that
-# never finishes them is closed instead of held forever.
-HEADER_TIMEOUT_SECONDS = 10.0
+# A client has this long to send a request's body once its headers arrived: a connection
+# that never finishes it is answered 408 instead of held forever.
 BODY_TIMEOUT_SECONDS = 30.0
-KEEP_ALIVE_SECONDS = 5
-MAX_CONNECTIONS = 1000  # past this, uvicorn answers 503, which Segment's libraries retry
 # Top-level fields a rejection may be counted under; anything else is counted as "message",
 # so a client cannot grow the metrics without bound with field names of its own.
 _REJECTION_FIELDS = frozenset(
@@ -98,30 +86,6 @@ class _Refusal(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-def _error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(server: ServerConfig) -> None:
-    """Refuse to listen beyond loopback without write keys: anyone could write events."""
-    if not is_loopback(server.host) and not server.write_keys:
-        raise ConfigError(
-            f"refusing to listen on {server.host} without write keys: set [server] write_keys "
-            "(or ACCOIL_BUFFER_SERVER_WRITE_KEYS), or listen on 127.0.0.1"
-        )
 
 
 async def _read_body(request: Request) -> bytes:
@@ -210,7 +174,7 @@ class Sidecar:
         self._buffer = buffer
         self._write_keys = [key.encode() for key in server.write_keys]
         self._public_url = server.public_url.rstrip("/")
-        self.metrics = Metrics(buffer.status)
+        self.metrics = Metrics(buffer.status_report)
         routes = Starlette(
             routes=[
                 # A trailing slash is taken as it comes: a redirect would lose a POST's body
@@ -225,16 +189,7 @@ class Sidecar:
             exception_handlers={HTTPException: _http_error},
         )
         routes.router.redirect_slashes = False
-        browsers = _CORS(
-            routes,
-            allow_origins=list(server.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["*"],  # echoes what is asked: Authorization, X-Retry-Count, …
-            allow_private_network=True,  # a public page calling a daemon on this machine
-            max_age=CORS_MAX_AGE_SECONDS,
-        )
-        guarded = _RefuseForeignPages(browsers, frozenset(server.cors_origins), self.metrics)
-        self.app = _CountAnswers(guarded, self.metrics)
+        self.app = wrap(routes, server, self.metrics)
 
     def _authorised(self, key: str | None) -> bool:
         if not self._write_keys:
@@ -245,7 +200,7 @@ class Sidecar:
     async def ingest(self, request: Request) -> Response:
         kind = ENDPOINTS.get(request.path_params["endpoint"])
         if kind is None:
-            return _error(404, "not_found", f"no endpoint {request.url.path}")
+            return error(404, "not_found", f"no endpoint {request.url.path}")
         try:
             body = _parse(await _read_body(request))
             if not isinstance(body, dict):
@@ -260,15 +215,15 @@ class Sidecar:
                 messages = [{**body, "type": kind}]
         except _Refusal as refusal:
             self.metrics.rejected.labels(refusal.code).inc()
-            return _error(refusal.status, refusal.code, refusal.message)
+            return error(refusal.status, refusal.code, refusal.message)
         except (ValueError, RecursionError) as exc:
             self.metrics.rejected.labels("invalid_json").inc()
-            return _error(400, "invalid_json", f"body is not valid JSON: {exc}")
+            return error(400, "invalid_json", f"body is not valid JSON: {exc}")
         try:
             report = await run_in_threadpool(self._buffer.ingest_many, messages)
         except AccoilBufferError as exc:
             log.error("could not store %d messages: %s", len(messages), exc)
-            return _error(503, "unavailable", "the buffer cannot store messages now; retry")
+            return error(503, "unavailable", "the buffer cannot store messages now; retry")
         refused = {rejection.index for rejection in report.rejected}
         for rejection in report.rejected:
             self.metrics.rejected.labels(_rejection_reason(rejection.error.field)).inc()
@@ -276,7 +231,7 @@ class Sidecar:
             if index not in refused and isinstance(message, dict):
                 self.metrics.accepted.labels(str(message.get("type")).lower()).inc()
         if report.rejected and kind != "batch":
-            return _error(400, "invalid_message", str(report.rejected[0].error))
+            return error(400, "invalid_message", str(report.rejected[0].error))
         answer: dict[str, Any] = {"success": True}
         if report.rejected:
             answer["rejected"] = [
@@ -295,7 +250,7 @@ class Sidecar:
         ``AnalyticsBrowser.load({writeKey, cdnURL: <this daemon>})`` needs nothing else."""
         write_key = request.path_params["write_key"]
         if not self._authorised(write_key):
-            return _error(401, "unauthorized", "unknown write key")
+            return error(401, "unauthorized", "unknown write key")
         base = self._public_url or f"{request.url.scheme}://{request.url.netloc}"
         scheme, _, host = base.partition("://")
         return JSONResponse(segment_settings(write_key, f"{host}/v1", scheme))
@@ -319,11 +274,11 @@ class Sidecar:
         """Status and metrics show the endpoint, errors and volumes: with write keys set (the
         daemon may listen beyond loopback), only a holder of a write key may read them."""
         if not self._authorised(_basic_user(request)):
-            return _error(401, "unauthorized", "a write key is required (Basic auth)")
+            return error(401, "unauthorized", "a write key is required (Basic auth)")
         try:
             return respond(await run_in_threadpool(read))
         except StorageError as exc:
-            return _error(503, "unavailable", str(exc))
+            return error(503, "unavailable", str(exc))
 
 
 def _either_slash(path: str, endpoint: Callable[[Request], Any], method: str) -> list[Route]:
@@ -339,7 +294,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         405: ("method_not_allowed", f"{where}: this path does not take {request.method}"),
     }
     code, message = messages.get(exc.status_code, ("bad_request", str(exc.detail)))
-    return _error(exc.status_code, code, message, headers=exc.headers)
+    return error(exc.status_code, code, message, headers=exc.headers)
 
 
 def segment_settings(write_key: str, api_host: str, protocol: str) -> dict[str, Any]:
@@ -366,145 +321,21 @@ def segment_settings(write_key: str, api_host: str, protocol: str) -> dict[str, 
     }
 
 
-class _CORS(CORSMiddleware):
-    """Starlette's CORS, answering a granted preflight 204 with no body."""
-
-    def preflight_response(self, request_headers: Headers) -> Response:
-        answer = super().preflight_response(request_headers)
-        if answer.status_code != 200:
-            return answer  # a refused preflight says why
-        kept = {k: v for k, v in answer.headers.items() if k not in _BODY_HEADERS}
-        return Response(status_code=204, headers=kept)
-
-
-_BODY_HEADERS = frozenset({"content-length", "content-type"})
-
-
-class _RefuseForeignPages:
-    """Refuses, 403, every request whose ``Origin`` is not in ``[server] cors_origins``:
-    whatever its content type and whether or not write keys are set, so no web page can
-    write into a daemon on a person's machine (a beacon or a no-cors fetch needs no
-    preflight). Requests without ``Origin`` (servers, curl) pass."""
-
-    def __init__(self, app: ASGIApp, allowed: frozenset[str], metrics: Metrics) -> None:
-        self._app, self._allowed, self._metrics = app, allowed, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and "*" not in self._allowed:
-            origin = Headers(scope=scope).get("origin")
-            if origin is not None and origin not in self._allowed:
-                self._metrics.rejected.labels("forbidden_origin").inc()
-                refusal = _error(
-                    403,
-                    "forbidden_origin",
-                    f"web pages from {origin[:100]} may not send here: add the origin to "
-                    "[server] cors_origins (ACCOIL_BUFFER_SERVER_CORS_ORIGINS)",
-                )
-                await refusal(scope, receive, send)
-                return
-        await self._app(scope, receive, send)
-
-
-class _CountAnswers:
-    """Counts every answer by its status, 5xx included, around the whole application."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self._app, self._metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        answered = False
-
-        async def counted(message: Message) -> None:
-            nonlocal answered
-            if message["type"] == "http.response.start":
-                answered = True
-                self._metrics.responses.labels(str(message["status"])).inc()
-            await send(message)
-
-        try:
-            await self._app(scope, receive, counted)
-        except Exception:
-            if not answered:  # the server answers 500 for it
-                self._metrics.responses.labels("500").inc()
-            raise
-
-
-class _HeaderTimeoutProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, closing a connection whose next request's headers are not
-    complete within HEADER_TIMEOUT_SECONDS: uvicorn itself waits for them forever."""
-
-    _deadline: asyncio.TimerHandle | None = None
-    _waiting_since: object = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
-
-    def on_response_complete(self) -> None:
-        self._arm()  # before the next pipelined request, if any, starts a new cycle
-        super().on_response_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self._waiting_since = self.cycle
-        self._deadline = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self._late)
-
-    def _late(self) -> None:
-        if self.cycle is self._waiting_since and not self.transport.is_closing():
-            self.transport.close()  # no request started since: headers never finished
-
-
-def _listen(server: ServerConfig) -> socket.socket:
-    """Bind the port before anything is announced, so a busy port is the only message."""
-    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((server.host, server.port))
-    except OSError as exc:
-        sock.close()
-        raise ListenError(
-            f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}"
-        ) from exc
-    sock.set_inheritable(True)
-    return sock
-
-
 def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> None:
     """Run the daemon until SIGTERM/SIGINT: stop accepting, finish requests in progress, let a
     running delivery pass end its in-flight requests, close the database. Raises
     ``ListenError`` when the port cannot be bound, before anything else starts."""
     check_exposure(config.server)
-    listener = _listen(config.server)
+    sock = listen(config.server)
     try:
         buffer = Buffer(config=config, start=True)
     except BaseException:
-        listener.close()
+        sock.close()
         raise
     try:
         sidecar = Sidecar(buffer, config.server)
-        delivery = buffer.status()["delivery"]
-        server = uvicorn.Server(
-            uvicorn.Config(
-                sidecar.app,
-                http=_HeaderTimeoutProtocol,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                limit_concurrency=MAX_CONNECTIONS,
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-            )
-        )
+        delivery = buffer.status_report().delivery
+        server = http_server(sidecar.app)
         announce(
             f"accoil-buffer listening on http://{config.server.host}:{config.server.port}"
             + (" (write keys required)" if config.server.write_keys else "")
@@ -515,24 +346,12 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
                 "here; list the origins of your own pages instead"
             )
         announce(
-            f"delivery to {delivery['endpoint']}"
-            if delivery["enabled"]
+            f"delivery to {delivery.endpoint}"
+            if delivery.enabled
             else "delivery is OFF: no api_key is set; events are buffered until one is"
         )
-        # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal to the
-        # handler that was there before it: this one, which only notes it, so that the
-        # buffer below is closed instead of the process dying mid-way.
-        stopped = threading.Event()
-        previous = {
-            sig: signal.signal(sig, lambda *_: stopped.set())
-            for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        try:
-            server.run(sockets=[listener])
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        run_until_signalled(server, sock)
     finally:
-        listener.close()
+        sock.close()
         buffer.close()
     announce("accoil-buffer stopped")

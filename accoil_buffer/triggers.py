@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from accoil_buffer.errors import ConfigError
+from accoil_buffer.errors import TriggerError
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 MISSING: Any = object()
@@ -49,16 +49,6 @@ _KEYWORDS = frozenset(
     {"and", "or", "not", "exists", "contains", "starts_with", "ends_with", "true", "false", "null"}
 )
 _CONSTANTS = {"true": True, "false": False, "null": None}
-
-
-class TriggerError(ConfigError):
-    """A trigger expression could not be parsed; ``position`` is 0-based into ``text``."""
-
-    def __init__(self, text: str, position: int, problem: str, where: str = "trigger") -> None:
-        super().__init__(
-            f"{where}: {problem} at position {position + 1}\n    {text}\n    {' ' * position}^"
-        )
-        self.text, self.position, self.problem = text, position, problem
 
 
 @dataclass(frozen=True)

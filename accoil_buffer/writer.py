@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from accoil_buffer.errors import BufferFull
+from accoil_buffer.errors import BufferClosed, BufferFull
 from accoil_buffer.messages import Message
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class GroupWriter:
                         f"failing ({self.last_error}); the call was refused"
                     )
             if self._closing:
-                raise RuntimeError("the writer is closed")
+                raise BufferClosed("the Buffer is closed: its writer takes no more messages")
             self._queue.extend(messages)
             self._submitted += len(messages)
             if len(self._queue) >= self._max_batch:

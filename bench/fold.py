@@ -22,7 +22,7 @@ import psycopg
 
 from accoil_buffer import Buffer, Config
 from accoil_buffer.messages import normalise
-from accoil_buffer.store import outbox
+from accoil_buffer.recording import record
 from accoil_buffer.store.engine import Database
 from bench.delivery import fresh_postgres
 
@@ -88,7 +88,7 @@ def ours(url: str, n: int) -> float:
             for i in range(start, min(n, start + 10_000))
         ]
         with database.write() as conn:
-            outbox.append(database, conn, messages)
+            record(database, conn, messages)
     database.dispose()
     with Buffer(url, start=False) as buf:
         started = time.perf_counter()

@@ -4,85 +4,55 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import NamedTuple
 
 from sqlalchemy import Connection, delete
 
-from accoil_buffer.mappings import PRESETS, Mappings
 from accoil_buffer.messages import Message
 from accoil_buffer.store import schema
 from accoil_buffer.store.dialects import Dialect
 from accoil_buffer.store.direct import DirectInsert, Executor
 from accoil_buffer.store.engine import Database
 
-DUPLICATE_MESSAGE_ID = "duplicate_message_id"
-FILTERED_INTEGRATIONS = "filtered_integrations"
-REJECTED_INVALID = "rejected_invalid"
 
+def claim(database: Database, conn: Executor, messages: Sequence[Message]) -> list[Message]:
+    """The messages seen for the first time: the first of each messageId in the batch, claimed
+    in the ledger inside the caller's transaction.
 
-@dataclass(frozen=True)
-class AppendResult:
-    """What happened to a batch: stored in the outbox, already seen, or filtered out."""
-
-    stored: int
-    duplicates: int
-    filtered: int
+    The claim is an INSERT … ON CONFLICT DO NOTHING whose RETURNING (or, for a single message,
+    its row count) names the new ids, so two processes that receive the same message at once
+    still store it once.
+    """
+    first_by_id: dict[str, Message] = {}
+    for message in messages:
+        first_by_id.setdefault(message.message_id, message)
+    unique = list(first_by_id.values())
+    if not unique:
+        return []
+    claimed = _claim_message_ids(database, conn, unique)
+    return [m for m in unique if m.message_id in claimed]
 
 
 def append(
     database: Database,
     conn: Executor,
-    messages: Sequence[Message],
+    rows: Sequence[Message],
+    posts: Sequence[Message] = (),
     *,
-    mappings: Mappings = PRESETS,
     keep_payloads: bool = False,
-    rejected: int = 0,
-    today: date | None = None,
-) -> AppendResult:
-    """Store ``messages`` once each, as the actions ``mappings`` make of them, and count
-    ``rejected`` invalid ones of the same batch (received ``today``); runs inside the caller's
-    transaction.
+) -> None:
+    """Insert actions already routed by the mappings, inside the caller's transaction: ``rows``
+    to fold go to the outbox, ``posts`` (Post to Accoil) to ``accoil_outbox_posts``.
 
-    A messageId is claimed in the ledger first (INSERT … ON CONFLICT DO NOTHING, whose RETURNING,
-    or for a single message its row count, names the new ones), so two processes that receive
-    the same message at once still store it once. Actions to fold go to
-    the outbox; Post to Accoil messages to ``accoil_outbox_posts``. An outbox row keeps the whole
-    message (properties, context) only with ``keep_payloads`` (audit retention): the fold never
-    reads it, so by default it is never written to disk.
+    An outbox row keeps the whole message (properties, context) only with ``keep_payloads``
+    (audit retention): the fold never reads it, so by default it is never written to disk.
     """
-    if rejected:
-        if today is None:
-            raise ValueError("counting rejected messages needs the day they were received")
-        record_drops(database, conn, Counter({(today, REJECTED_INVALID): rejected}))
-    if not messages:
-        return AppendResult(0, 0, 0)
-    first_by_id: dict[str, Message] = {}
-    for message in messages:
-        first_by_id.setdefault(message.message_id, message)
-    unique = list(first_by_id.values())
-    claimed = _claim_message_ids(database, conn, unique)
-    fresh = [m for m in unique if m.message_id in claimed]
-    deliverable = [m for m in fresh if m.deliverable]
-    routed = mappings.route(deliverable)
     inserts = _inserts(database)
-    if routed.rows:
-        rows = [_outbox_row(m, keep_payload=keep_payloads) for m in routed.rows]
-        inserts.outbox.run(conn, rows)
-    if routed.posts:
-        inserts.posts.run(conn, [_post_row(m) for m in routed.posts])
-    today = messages[0].received_at.date()
-    counts = Counter({(today, reason): n for reason, n in routed.counts.items()})
-    duplicates = len(messages) - len(fresh)
-    filtered = len(fresh) - len(deliverable)
-    counts[today, DUPLICATE_MESSAGE_ID] += duplicates
-    counts[today, FILTERED_INTEGRATIONS] += filtered
-    for message in deliverable:
-        for note in message.notes:
-            counts[today, note] += 1
-    record_drops(database, conn, counts)
-    return AppendResult(stored=len(deliverable), duplicates=duplicates, filtered=filtered)
+    if rows:
+        inserts.outbox.run(conn, [_outbox_row(m, keep_payload=keep_payloads) for m in rows])
+    if posts:
+        inserts.posts.run(conn, [_post_row(m) for m in posts])
 
 
 def probe_write(conn: Connection, now: datetime) -> None:

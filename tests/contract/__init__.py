@@ -1,7 +1,8 @@
 """The store's contract, called directly (not through ``Buffer``), on SQLite and PostgreSQL.
 
 Each test takes the ``database_url`` fixture of ``tests/conftest.py`` and opens the store with
-``opened``; ``append`` is the one call of ``outbox.append``.
+``opened``; ``append`` is the one call of the write path (``recording.record``: the ledger's
+claim, the outbox rows and the drop counters, with the preset mappings).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 from accoil_buffer import Config
 from accoil_buffer.messages import Message, normalise
-from accoil_buffer.store import outbox, rollup
+from accoil_buffer.recording import Recorded, record
+from accoil_buffer.store import rollup
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import upgrade
 
@@ -44,11 +46,11 @@ def append(
     keep_payloads: bool = False,
     rejected: int = 0,
     today: date | None = TODAY,
-) -> outbox.AppendResult:
+) -> Recorded:
     """Append ``messages`` in a transaction of their own."""
     with database.direct_write() as conn:
-        return outbox.append(
-            database, conn, messages, keep_payloads=keep_payloads, rejected=rejected, today=today
+        return record(
+            database, conn, messages, keep_payloads=keep_payloads, rejected=rejected, day=today
         )
 
 

@@ -7,6 +7,8 @@ from datetime import timedelta
 
 import pytest
 
+from accoil_buffer.reasons import Reason
+from accoil_buffer.recording import Recorded
 from accoil_buffer.store import outbox, schema
 from tests.contract import NOW, TODAY, append, message, opened
 from tests.support import tables
@@ -19,13 +21,13 @@ def test_a_message_id_is_stored_once_within_a_batch_and_across_batches(
     second = message(type="track", userId="u2", event="E", messageId="m2")
     with opened(database_url) as database:
         result = append(database, [first, second, first])
-        assert result == outbox.AppendResult(stored=2, duplicates=1, filtered=0)
+        assert result == Recorded(stored=2, duplicates=1, filtered=0)
         # One message alone takes the single-row claim; a batch the multi-row one.
-        assert append(database, [first]) == outbox.AppendResult(0, 1, 0)
-        assert append(database, [first, second]) == outbox.AppendResult(0, 2, 0)
+        assert append(database, [first]) == Recorded(0, 1, 0)
+        assert append(database, [first, second]) == Recorded(0, 2, 0)
     assert tables.outbox_size(database_url) == 2
     assert tables.table_count(database_url, schema.message_ids) == 2
-    assert tables.drops(database_url) == {outbox.DUPLICATE_MESSAGE_ID: 4}
+    assert tables.drops(database_url) == {Reason.DUPLICATE_MESSAGE_ID: 4}
 
 
 def test_a_message_that_excludes_accoil_is_claimed_but_not_stored(database_url: str) -> None:
@@ -33,22 +35,22 @@ def test_a_message_that_excludes_accoil_is_claimed_but_not_stored(database_url: 
         type="track", userId="u1", event="E", messageId="m1", integrations={"All": False}
     )
     with opened(database_url) as database:
-        assert append(database, [excluded]) == outbox.AppendResult(0, 0, 1)
-        assert append(database, [excluded]) == outbox.AppendResult(0, 1, 0)  # seen already
+        assert append(database, [excluded]) == Recorded(0, 0, 1)
+        assert append(database, [excluded]) == Recorded(0, 1, 0)  # seen already
     assert tables.outbox_size(database_url) == 0
     assert tables.drops(database_url) == {
-        outbox.FILTERED_INTEGRATIONS: 1,
-        outbox.DUPLICATE_MESSAGE_ID: 1,
+        Reason.FILTERED_INTEGRATIONS: 1,
+        Reason.DUPLICATE_MESSAGE_ID: 1,
     }
 
 
 def test_rejected_messages_are_counted_on_the_day_given(database_url: str) -> None:
     with opened(database_url) as database:
-        assert append(database, [], rejected=3) == outbox.AppendResult(0, 0, 0)
+        assert append(database, [], rejected=3) == Recorded(0, 0, 0)
         append(database, [], rejected=2)
         with pytest.raises(ValueError, match="day"):
             append(database, [], rejected=1, today=None)
-    assert tables.drops(database_url) == {outbox.REJECTED_INVALID: 5}
+    assert tables.drops(database_url) == {Reason.REJECTED_INVALID: 5}
 
 
 def test_whole_messages_are_kept_only_for_audit(database_url: str) -> None:

@@ -605,7 +605,7 @@ def test_a_fold_reads_only_the_anonymous_data_and_links_it_changes(
         buf.flush()
         clock.advance(days=31)
         buf.identify("u1", anonymous_id="a1")
-        plans = tables.record_plans(buf._database.engine, re.compile(rf"accoil_({grown})\b"))
+        plans = tables.record_plans(buf._parts.database.engine, re.compile(rf"accoil_({grown})\b"))
         buf.flush()
     assert tables.users(database_url) == {"u1": {"b": 2}}
     assert tables.anonymous_traits(database_url) == {}

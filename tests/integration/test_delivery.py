@@ -172,7 +172,7 @@ def test_401_pauses_delivery_and_keeps_everything(
         assert status["pending"]["occurrences"] == 1
         assert status["pending"]["users"] == 1
         assert status["delivery"]["offline_since"] == "2026-11-28T12:00:00.000Z"
-        scheduled = buf._delivery.run()  # type: ignore[union-attr]
+        scheduled = buf._parts.delivery.run()  # type: ignore[union-attr]
         assert scheduled.skipped_until is not None
         fake.behaviour = lambda _m: Reply()
         assert buf.flush().ok

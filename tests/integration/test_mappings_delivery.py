@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accoil_buffer import Buffer
-from accoil_buffer.mappings import ACTIONS, UNMAPPED, Mappings, Outcome, identity_link
+from accoil_buffer.mappings import ACTIONS, Mappings, Outcome, identity_link
 from accoil_buffer.messages import Message, normalise
+from accoil_buffer.reasons import Reason
 from tests.integration.test_delivery import occurrences, open_buffer
 from tests.integration.test_model import messages as segment_messages
 from tests.support import tables
@@ -229,7 +230,7 @@ def test_any_mappings_account_for_every_message_and_fold(
     unmatched = sum(
         not o and mappings_link(m, o) is None for m, o in zip(accepted, outcomes, strict=True)
     )
-    assert routed.counts[UNMAPPED] == unmatched
+    assert routed.counts[Reason.UNMAPPED] == unmatched
     assert status["drops"].get("unmapped", 0) == unmatched
     dropped = Counter(o.reason for os in outcomes for o in os if o.action is None)
     assert {k: v for k, v in status["drops"].items() if k.startswith("mapping:")} == dropped

@@ -346,7 +346,7 @@ def test_status_and_metrics_need_a_write_key_when_keys_are_set(
 def test_a_connection_that_never_finishes_its_headers_is_closed(tmp_path: Path) -> None:
     port = free_port()
     serve = (
-        "import sys, accoil_buffer.server as s; s.HEADER_TIMEOUT_SECONDS = 0.5; "
+        "import sys, accoil_buffer.listener as s; s.HEADER_TIMEOUT_SECONDS = 0.5; "
         "from accoil_buffer.cli import main; main(sys.argv[1:])"
     )
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}

@@ -167,7 +167,7 @@ def test_a_database_that_went_away_is_503(tmp_path: Path) -> None:
         (tmp_path / "gone.db").unlink()
         for suffix in ("-wal", "-shm"):
             (tmp_path / f"gone.db{suffix}").unlink(missing_ok=True)
-        buffer._database.dispose()  # drop pooled connections to the deleted file
+        buffer._parts.database.dispose()  # drop pooled connections to the deleted file
         answer = client.post("/v1/track", json={"userId": "u", "event": "E"})
         health = client.get("/health")
         assert not (tmp_path / "gone.db").exists()  # no empty database took its place
@@ -220,7 +220,7 @@ def test_one_huge_number_loses_only_its_own_message(sidecar: tuple[TestClient, s
 
 def _full_disk(buffer: Buffer, full: bool) -> None:
     """Cap the SQLite file at the pages it has (SQLite then fails writes as on a full disk)."""
-    engine = buffer._database.engine
+    engine = buffer._parts.database.engine
 
     def cap(dbapi_connection: Any, _record: Any) -> None:
         pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]

@@ -230,7 +230,7 @@ def test_a_new_key_resumes_at_once_after_a_401(
     with Buffer(
         database_url, api_key="new-key", endpoint=fake.url, start=False, clock=clock
     ) as buf:
-        scheduled = buf._delivery.run()  # type: ignore[union-attr]  # not forced: no wait
+        scheduled = buf._parts.delivery.run()  # type: ignore[union-attr]  # not forced: no wait
         status = buf.status()
     assert scheduled.skipped_until is None
     assert scheduled.delivered == 1

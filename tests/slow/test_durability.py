@@ -101,7 +101,7 @@ def test_fork_while_a_thread_is_mid_transaction_on_sqlite(tmp_path: Path, clock:
     in_transaction = threading.Event()
 
     def hold_a_transaction() -> None:
-        with buf._database.write() as conn:
+        with buf._parts.database.write() as conn:
             buf.track("parent", "E", message_id="p0", connection=conn)
             in_transaction.set()
             time.sleep(0.5)
@@ -130,7 +130,7 @@ def test_every_sqlite_transaction_takes_the_write_lock_as_it_begins(tmp_path: Pa
         # Nothing is executed in the transaction: a deferred BEGIN would not take the lock.
         with (
             closing(other),
-            buf._database.engine.begin(),
+            buf._parts.database.engine.begin(),
             pytest.raises(sqlite3.OperationalError, match="locked"),
         ):
             other.execute("BEGIN IMMEDIATE")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from accoil_buffer import Buffer, Config
 from accoil_buffer.messages import normalise
-from accoil_buffer.store import outbox
+from accoil_buffer.recording import record
 from accoil_buffer.store.engine import Database
 from tests.support import tables
 from tests.support.paths import ROOT_DIR
@@ -55,7 +55,7 @@ def test_a_fold_killed_at_any_point_neither_loses_nor_double_counts(database_url
         for i in range(total)
     ]
     with database.write() as conn:
-        assert outbox.append(database, conn, messages).stored == total
+        assert record(database, conn, messages).stored == total
     database.dispose()
     rng = random.Random(7)
     kills = 0

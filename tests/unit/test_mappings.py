@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 
 from accoil_buffer import Config, ConfigError, load_config
-from accoil_buffer.mappings import PRESETS, UNMAPPED, Mappings, Routed
-from accoil_buffer.messages import TRAIT_NOT_NORMALISED, Message, normalise
+from accoil_buffer.mappings import PRESETS, Mappings, Routed
+from accoil_buffer.messages import Message, normalise
+from accoil_buffer.reasons import Reason
 from tests.integration.test_model import messages as segment_messages
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -90,7 +91,7 @@ def test_a_custom_mapping_renames_an_event_from_a_property() -> None:
         {"type": "track", "event": "Other", "userId": "u1"},
     )
     assert summary(routed.rows) == [("track", "u1", None, None, "Sales", None)]
-    assert routed.counts == {UNMAPPED: 1}
+    assert routed.counts == {Reason.UNMAPPED: 1}
 
 
 def test_a_trigger_filters_events_out() -> None:
@@ -109,7 +110,7 @@ def test_a_trigger_filters_events_out() -> None:
         {"type": "track", "event": "Saved", "userId": "u1"},
     )
     assert [r.name for r in routed.rows] == ["Saved"]
-    assert routed.counts == {UNMAPPED: 1}
+    assert routed.counts == {Reason.UNMAPPED: 1}
 
 
 def test_fields_re_map_identify_and_group_traits_inside_traits() -> None:
@@ -293,7 +294,7 @@ def test_a_literal_trait_that_cannot_be_normalised_is_counted() -> None:
     )
     routed = route(mappings, {"type": "identify", "userId": "u1"})
     assert routed.rows[0].traits == {"createdAt": "soon"}
-    assert routed.counts == {TRAIT_NOT_NORMALISED: 1}
+    assert routed.counts == {Reason.TRAIT_NOT_NORMALISED: 1}
 
 
 def test_identity_links_do_not_depend_on_mappings() -> None:
@@ -309,14 +310,16 @@ def test_identity_links_do_not_depend_on_mappings() -> None:
         ("alias", "a1", "u1", None),
         ("alias", "a2", "u2", None),
     ]
-    assert routed.counts == {UNMAPPED: 1}
+    assert routed.counts == {Reason.UNMAPPED: 1}
     # With an identify mapping, the identify row links by itself: no extra row.
     assert len(route(PRESETS, {"type": "identify", "userId": "u1", "anonymousId": "a1"}).rows) == 1
 
 
 def test_a_disabled_mapping_does_nothing() -> None:
     mappings = Mappings.load([{"name": "Track Calls", "action": "track", "enabled": False}])
-    assert route(mappings, {"type": "track", "event": "E", "userId": "u1"}).counts == {UNMAPPED: 1}
+    assert route(mappings, {"type": "track", "event": "E", "userId": "u1"}).counts == {
+        Reason.UNMAPPED: 1
+    }
 
 
 def mapping_list(n: int) -> list[dict[str, Any]]:

@@ -17,8 +17,6 @@ from hypothesis import strategies as st
 
 from accoil_buffer.errors import InvalidMessage
 from accoil_buffer.messages import (
-    FUTURE_TIMESTAMP_CLAMPED,
-    TRAIT_NOT_NORMALISED,
     Message,
     apply_batch,
     format_timestamp,
@@ -26,6 +24,7 @@ from accoil_buffer.messages import (
     new_message_id,
     normalise,
 )
+from accoil_buffer.reasons import Reason
 from tests.support.processes import fork
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -266,7 +265,7 @@ def test_original_timestamp_is_preferred_with_sent_at() -> None:
 def test_future_timestamp_is_clamped_and_noted() -> None:
     message = accept(type="track", userId="u", event="E", timestamp="2026-11-29T12:00:00Z")
     assert message.timestamp == NOW
-    assert message.notes == (FUTURE_TIMESTAMP_CLAMPED,)
+    assert message.notes == (Reason.FUTURE_TIMESTAMP_CLAMPED,)
     within_margin = accept(type="track", userId="u", event="E", timestamp="2026-11-28T12:04:00Z")
     assert within_margin.notes == ()
 
@@ -319,7 +318,7 @@ def test_traits_that_cannot_be_normalised_are_kept_and_reported() -> None:
         traits={"createdAt": "last tuesday", "mrr": "lots", "name": None},
     )
     assert message.traits == {"createdAt": "last tuesday", "mrr": "lots", "name": None}
-    assert message.notes == (TRAIT_NOT_NORMALISED, TRAIT_NOT_NORMALISED)
+    assert message.notes == (Reason.TRAIT_NOT_NORMALISED, Reason.TRAIT_NOT_NORMALISED)
 
 
 def test_python_values_are_made_json_as_analytics_python_does() -> None:
@@ -445,7 +444,7 @@ def test_a_huge_number_is_its_messages_rejection(message: dict[str, Any], field:
 def test_huge_numbers_in_traits_are_kept_as_given() -> None:
     created = accept(type="identify", userId="u", traits={"createdAt": HUGE})
     assert created.traits == {"createdAt": HUGE}
-    assert created.notes == (TRAIT_NOT_NORMALISED,)
+    assert created.notes == (Reason.TRAIT_NOT_NORMALISED,)
     group = accept(type="group", userId="u", groupId="g", traits={"mrr": HUGE})
     assert group.traits == {"mrr": HUGE}
     spelled = accept(type="group", userId="u", groupId="g", traits={"mrr": str(HUGE)})

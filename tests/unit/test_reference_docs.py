@@ -8,11 +8,17 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from accoil_buffer.metrics import Metrics
+from accoil_buffer.status import (
+    AnonymousStatus,
+    DeliveryStatus,
+    OutboxStatus,
+    Pending,
+    Status,
+)
 from accoil_buffer.store import schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,19 +76,15 @@ def test_the_tables_page_names_every_table_and_column() -> None:
 
 def _exposed_metric_names() -> set[str]:
     """Every sample name /metrics can show, from the metric families it declares."""
-    status: dict[str, Any] = {
-        "pending": {"users": 0},
-        "outbox": {"unfolded_messages": 0},
-        "anonymous": {"occurrences": 0},
-        "oldest_undelivered_age_seconds": None,
-        "drops": {},
-        "delivery": {
-            "delivered_total": 0,
-            "consecutive_failures": 0,
-            "paused_reason": None,
-            "dead_letters": 0,
-        },
-    }
+    status = Status(
+        outbox=OutboxStatus(0, None, 0),
+        pending=Pending(0, 0, 0, 0, 0, 0),
+        anonymous=AnonymousStatus(0, 0),
+        oldest_undelivered_at=None,
+        oldest_undelivered_age_seconds=None,
+        drops={"buffer_full": 1},
+        delivery=DeliveryStatus(None, None, None, None, None, None, None, None, 0, 0, 0),
+    )
     names: set[str] = set()
     for line in Metrics(lambda: status).render().decode().splitlines():
         if line.startswith("# TYPE "):

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from accoil_buffer.triggers import TriggerError, canonical, compile_trigger
+from accoil_buffer.errors import TriggerError
+from accoil_buffer.triggers import canonical, compile_trigger
 
 MESSAGE: dict[str, Any] = {
     "type": "track",

@@ -1,0 +1,123 @@
+"""Where and how the sidecar listens: who may be let in, the socket, and uvicorn's HTTP/1.1
+server with timeouts that close connections which never finish their requests."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+import socket
+import threading
+
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from accoil_buffer.config import ServerConfig
+from accoil_buffer.errors import ConfigError, ListenError
+
+SHUTDOWN_GRACE_SECONDS = 10
+# A client has this long to send a request's headers: a connection that never finishes them
+# is closed instead of held forever.
+HEADER_TIMEOUT_SECONDS = 10.0
+KEEP_ALIVE_SECONDS = 5
+MAX_CONNECTIONS = 1000  # past this, uvicorn answers 503, which Segment's libraries retry
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(server: ServerConfig) -> None:
+    """Refuse to listen beyond loopback without write keys: anyone could write events."""
+    if not is_loopback(server.host) and not server.write_keys:
+        raise ConfigError(
+            f"refusing to listen on {server.host} without write keys: set [server] write_keys "
+            "(or ACCOIL_BUFFER_SERVER_WRITE_KEYS), or listen on 127.0.0.1"
+        )
+
+
+def listen(server: ServerConfig) -> socket.socket:
+    """Bind the port before anything is announced, so a busy port is the only message."""
+    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((server.host, server.port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(
+            f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def http_server(app: ASGIApp) -> uvicorn.Server:
+    """uvicorn serving ``app`` with the sidecar's timeouts and connection bound."""
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            http=_HeaderTimeoutProtocol,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            limit_concurrency=MAX_CONNECTIONS,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        )
+    )
+
+
+def run_until_signalled(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Serve on ``sock`` until SIGTERM or SIGINT, then return instead of dying.
+
+    uvicorn handles those signals while it serves, then re-raises the signal to the handler
+    that was there before it: this one, which only notes it, so that the caller can close
+    what it opened.
+    """
+    stopped = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stopped.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose next request's headers are not
+    complete within HEADER_TIMEOUT_SECONDS: uvicorn itself waits for them forever."""
+
+    _deadline: asyncio.TimerHandle | None = None
+    _waiting_since: object = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self) -> None:
+        self._arm()  # before the next pipelined request, if any, starts a new cycle
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._waiting_since = self.cycle
+        self._deadline = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self._late)
+
+    def _late(self) -> None:
+        if self.cycle is self._waiting_since and not self.transport.is_closing():
+            self.transport.close()  # no request started since: headers never finished
