@@ -8,11 +8,14 @@ in between, what the calls add is counted in memory.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 
-from accoil_buffer.errors import BufferFull
+from accoil_buffer.errors import BufferFull, StorageError
+
+log = logging.getLogger(__name__)
 
 _FRESH_FOR = 0.5  # seconds a measurement is trusted while far from the limit
 _CLOSE = 0.9  # within this share of the limit, every call measures
@@ -35,7 +38,13 @@ class Bound:
         with self._lock:
             stale = time.monotonic() - self._at > _FRESH_FOR
             if stale or self._known + amount > self.limit * _CLOSE:
-                self._known, self._at = self._measure(), time.monotonic()
+                try:
+                    self._known = self._measure()
+                except StorageError:
+                    # The database is away: the group writer keeps calls in memory (its own
+                    # bound), so judge by the last measure plus what was added since.
+                    log.debug("could not measure %s", self.key, exc_info=True)
+                self._at = time.monotonic()
             return self._known + amount <= self.limit
 
     def take(self, amount: int) -> None:

@@ -32,13 +32,12 @@ from sqlalchemy import (
 )
 
 from accoil_buffer.messages import EVENT_KINDS
+from accoil_buffer.reasons import Reason
 from accoil_buffer.store import schema
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.outbox import record_drops
 from accoil_buffer.store.traits import KEYS_PER_QUERY, TraitMerge
 
-ANONYMOUS_TTL_EVENTS = "anonymous_ttl_events"
-ANONYMOUS_TTL_PROFILES = "anonymous_ttl_profiles"
 # Ids per step of a chunk's links, traits and memberships: a trait merge holds what its step
 # says of each user and account in memory (its counts are still added in one go).
 _PROFILE_STEP = 50_000
@@ -424,7 +423,12 @@ def _prune(
     record_drops(
         database,
         conn,
-        Counter({(today, ANONYMOUS_TTL_EVENTS): events, (today, ANONYMOUS_TTL_PROFILES): profiles}),
+        Counter(
+            {
+                (today, Reason.ANONYMOUS_TTL_EVENTS): events,
+                (today, Reason.ANONYMOUS_TTL_PROFILES): profiles,
+            }
+        ),
     )
     conn.execute(
         delete(schema.message_ids).where(

@@ -1,6 +1,6 @@
 """The tables. All are prefixed ``accoil_`` so they can live in an app's database.
 
-Column comments here are the reference for the README's table guide.
+Column comments here are the reference for the docs' tables page.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from accoil_buffer.reasons import Reason
 from accoil_buffer.store import rollup
 from tests.contract import NOW, TODAY, append, fold, message, opened
 from tests.support import tables
@@ -162,6 +163,6 @@ def test_anonymous_ids_idle_past_the_ttl_are_pruned_and_counted(database_url: st
     )
     assert set(tables.anonymous_counts(database_url)) == {(later.date(), "active", "track", "E")}
     assert tables.drops(database_url) == {
-        rollup.ANONYMOUS_TTL_EVENTS: 2,
-        rollup.ANONYMOUS_TTL_PROFILES: 1,
+        Reason.ANONYMOUS_TTL_EVENTS: 2,
+        Reason.ANONYMOUS_TTL_PROFILES: 1,
     }

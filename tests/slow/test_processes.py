@@ -68,7 +68,7 @@ def test_a_fold_killed_at_any_point_neither_loses_nor_double_counts(database_url
             folder.send_signal(signal.SIGKILL)
             kills += 1
         folder.wait(timeout=60)
-        assert sum(tables.counts(database_url).values()) + tables.outbox_size(database_url) == total
+        assert tables.counted_and_waiting(database_url) == total
     assert kills > 0
     with Buffer(database_url, start=False) as buf:
         buf.flush()

@@ -72,6 +72,14 @@ def outbox_size(url: str) -> int:
     return int(_rows(url, select(func.count()).select_from(schema.outbox))[0][0])
 
 
+def counted_and_waiting(url: str) -> int:
+    """Occurrences in daily counts plus rows in the outbox, read in one statement (one
+    snapshot: a killed client's last commit may still land on the server meanwhile)."""
+    counted = select(func.coalesce(func.sum(schema.daily_counts.c.count), 0)).scalar_subquery()
+    waiting = select(func.count()).select_from(schema.outbox).scalar_subquery()
+    return int(_rows(url, select(counted + waiting))[0][0])
+
+
 def table_count(url: str, table: Any) -> int:
     return int(_rows(url, select(func.count()).select_from(table))[0][0])
 
