@@ -27,7 +27,7 @@ from accoil_buffer.delivery import Delivery, DeliveryReport, DeliverySettings
 from accoil_buffer.errors import ConfigError, InvalidMessage, StorageError
 from accoil_buffer.messages import Message, format_timestamp, normalise
 from accoil_buffer.scheduler import Scheduler
-from accoil_buffer.store import deliveries, outbox, report, rollup
+from accoil_buffer.store import deliveries, history, outbox, report, rollup
 from accoil_buffer.store.direct import Executor
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.forks import if_alive
@@ -409,6 +409,15 @@ class Buffer:
         def read() -> list[dict[str, Any]]:
             with self._database.engine.connect() as conn:
                 return deliveries.dead_letters(conn)
+
+        return self._guard(read)
+
+    def history(self, days: int = 30) -> dict[str, Any]:
+        """Occurrences (delivered, pending, held, not yet folded) and drops per UTC day."""
+
+        def read() -> dict[str, Any]:
+            with self._database.engine.connect() as conn:
+                return history.daily(conn, self._clock().date(), days)
 
         return self._guard(read)
 
