@@ -38,6 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, ServerConfig
+from accoil_buffer.console import Console
 from accoil_buffer.errors import AccoilBufferError, ConfigError, ListenError, StorageError
 from accoil_buffer.messages import apply_batch
 from accoil_buffer.metrics import CONTENT_TYPE, Metrics
@@ -211,6 +212,7 @@ class Sidecar:
         self._write_keys = [key.encode() for key in server.write_keys]
         self._public_url = server.public_url.rstrip("/")
         self.metrics = Metrics(buffer.status)
+        self.console = Console(buffer, server, lambda r: self._authorised(_basic_user(r)))
         routes = Starlette(
             routes=[
                 # A trailing slash is taken as it comes: a redirect would lose a POST's body
@@ -234,7 +236,7 @@ class Sidecar:
             max_age=CORS_MAX_AGE_SECONDS,
         )
         guarded = _RefuseForeignPages(browsers, frozenset(server.cors_origins), self.metrics)
-        self.app = _CountAnswers(guarded, self.metrics)
+        self.app = _CountAnswers(self.console.mount(guarded), self.metrics)
 
     def _authorised(self, key: str | None) -> bool:
         if not self._write_keys:
@@ -269,6 +271,7 @@ class Sidecar:
         except AccoilBufferError as exc:
             log.error("could not store %d messages: %s", len(messages), exc)
             return _error(503, "unavailable", "the buffer cannot store messages now; retry")
+        self.console.ring.record(messages, report)
         refused = {rejection.index for rejection in report.rejected}
         for rejection in report.rejected:
             self.metrics.rejected.labels(_rejection_reason(rejection.error.field)).inc()
