@@ -146,10 +146,11 @@ class Console:
         config = self._buffer.config
         margin = timedelta(seconds=config.future_timestamp_margin_seconds)
 
-        def explain() -> list[dict[str, Any]]:
-            return [describe(s, config.mappings, margin) for s in seen]
+        def explain() -> Response:  # encoded here too: hundreds of entries, off the event loop
+            entries = [describe(s, config.mappings, margin) for s in seen]
+            return JSONResponse({"size": self.ring.size, "entries": entries})
 
-        return JSONResponse({"size": self.ring.size, "entries": await run_in_threadpool(explain)})
+        return await run_in_threadpool(explain)
 
     async def replay(self, request: Request) -> Response:
         """Send dead letters again: ``{"ids": [...]}``, or all of them without ids."""
