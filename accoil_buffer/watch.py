@@ -30,7 +30,7 @@ def render(view: dict[str, Any], moment: datetime) -> RenderableType:
     facts.add_column(style="dim")
     facts.add_column()
     for label, value in view["facts"]:
-        facts.add_row(label, str(value))
+        facts.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
     waiting = Table(title="Waiting", title_justify="left", show_header=False)
     waiting.add_column(style="dim")
     waiting.add_column(justify="right")

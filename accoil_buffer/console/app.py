@@ -48,7 +48,7 @@ _PAGE_HEADERS = {
         "form-action 'none'"
     ),
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make its own POSTs Origin: null
     "Cache-Control": "no-store",
 }
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="accoil-buffer", charset="UTF-8"'}
@@ -65,14 +65,8 @@ class Console:
     """The console of one sidecar; ``mount`` puts it in front of the sidecar's application, and
     the sidecar records what it takes in ``ring``."""
 
-    def __init__(
-        self,
-        buffer: Buffer,
-        server: ServerConfig,
-        authorised: Authorised,
-        ring: Ring | None = None,
-    ) -> None:
-        self.ring = Ring() if ring is None else ring
+    def __init__(self, buffer: Buffer, server: ServerConfig, authorised: Authorised) -> None:
+        self.ring = Ring()
         self._buffer = buffer
         self._authorised = authorised
         self._keys_required = bool(server.write_keys)
@@ -127,7 +121,8 @@ class Console:
         found = self._assets.get(request.path_params["name"])
         if found is None:
             return _error(404, "not_found", f"no console asset {request.url.path}")
-        return Response(found[0], media_type=found[1], headers={"Cache-Control": "no-cache"})
+        headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        return Response(found[0], media_type=found[1], headers=headers)
 
     async def state(self, request: Request) -> Response:
         return await self._read(request, self._state)

@@ -78,8 +78,10 @@ class Ring:
             self._seen.append(Seen(self._seq, now, kept, error, batch))
 
     def after(self, seq: int) -> list[Seen]:
-        """The messages recorded after ``seq``, oldest first."""
-        return [seen for seen in self._seen if seen.seq > seq]
+        """The messages recorded after ``seq``, oldest first; all of them for a ``seq`` this
+        ring never reached (a page open across a restart of the daemon)."""
+        since = 0 if seq > self._seq else seq
+        return [seen for seen in self._seen if seen.seq > since]
 
 
 def _preview(message: object) -> str:

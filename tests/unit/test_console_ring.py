@@ -34,6 +34,8 @@ def test_the_ring_keeps_the_last_n_messages_only() -> None:
     assert [seen.seq for seen in kept] == list(range(951, 1001))
     assert kept[-1].message == track(999)
     assert [seen.seq for seen in ring.after(990)] == list(range(991, 1001))
+    assert ring.after(1000) == []
+    assert len(ring.after(5000)) == 50  # a page from before a restart gets all there is
 
 
 def test_nothing_is_kept_unless_someone_watched_in_the_last_minute() -> None:

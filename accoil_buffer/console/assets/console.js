@@ -35,6 +35,10 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+function number(value) {
+  return typeof value === "number" ? value.toLocaleString("en-US") : value;
+}
+
 async function api(path, options = {}) {
   const answer = await fetch(API + path, { headers: { Accept: "application/json" }, ...options });
   const body = await answer.json().catch(() => ({}));
@@ -58,21 +62,23 @@ async function refreshState() {
   badge.className = `badge ${overview.state}`;
   document.getElementById("headline").textContent = overview.headline;
   document.getElementById("facts").replaceChildren(
-    ...overview.facts.flatMap(([label, value]) => [el("dt", {}, label), el("dd", {}, value)]),
+    ...overview.facts.flatMap(([label, value]) =>
+      [el("dt", {}, label), el("dd", {}, number(value))]),
   );
   document.querySelector("#pending tbody").replaceChildren(
-    ...overview.pending.map(([label, n]) => el("tr", {}, el("th", {}, label), el("td", {}, n))),
+    ...overview.pending.map(([label, n]) =>
+      el("tr", {}, el("th", {}, label), el("td", {}, number(n)))),
   );
   drawLetters(state);
 }
 
 function drawLetters(state) {
-  document.getElementById("dead-count").textContent = state.dead_letters_total
-    ? `(${state.dead_letters_total}${state.dead_letters_total > state.dead_letters.length ? `, the first ${state.dead_letters.length} shown` : ""})`
-    : "(none)";
-  const disabled = !state.replay_enabled || !state.dead_letters_total;
+  const total = state.dead_letters_total;
+  const shown = state.dead_letters.length;
+  document.getElementById("dead-count").textContent = !total ? "(none)"
+    : total > shown ? `(${total}, the first ${shown} shown)` : `(${total})`;
   const all = document.getElementById("replay-all");
-  all.disabled = disabled;
+  all.disabled = !state.replay_enabled || !total;
   all.title = state.replay_enabled ? "" : "replay needs an api_key";
   document.querySelector("#letters tbody").replaceChildren(
     ...state.dead_letters.map((letter) =>
@@ -125,7 +131,8 @@ function drawBars(svg, legendId, days, series) {
   const slot = (width - left) / days.length;
   const scale = (n) => (n / most) * (height - bottom - top);
   const nodes = [
-    el("svg:line", { x1: left, x2: width, y1: height - bottom, y2: height - bottom, class: "axis" }),
+    el("svg:line",
+      { x1: left, x2: width, y1: height - bottom, y2: height - bottom, class: "axis" }),
     el("svg:text", { x: left - 6, y: top + 8, class: "tick", "text-anchor": "end" }, most),
     el("svg:text", { x: left - 6, y: height - bottom, class: "tick", "text-anchor": "end" }, 0),
     el("svg:text", { x: left, y: height - 4, class: "tick" }, days[0]),
@@ -146,7 +153,8 @@ function drawBars(svg, legendId, days, series) {
     }
   });
   if (!series.length || !totals.some(Boolean)) {
-    nodes.push(el("svg:text", { x: width / 2, y: height / 2, class: "empty", "text-anchor": "middle" },
+    nodes.push(el("svg:text",
+      { x: width / 2, y: height / 2, class: "empty", "text-anchor": "middle" },
       "nothing in the last 30 days"));
   }
   svg.replaceChildren(...nodes);
@@ -161,6 +169,7 @@ async function refreshEvents() {
   const answer = await api(`/events?after=${live.last}`);
   live.size = answer.size;
   if (!answer.entries.length) return;
+  if (answer.entries[0].seq <= live.last) live.entries = []; // the daemon restarted
   live.entries.push(...answer.entries);
   live.entries.splice(0, Math.max(0, live.entries.length - live.size));
   live.last = live.entries[live.entries.length - 1].seq;
