@@ -24,7 +24,7 @@ from accoil_buffer.lifecycle import Lifecycle
 from accoil_buffer.messages import Message, normalise
 from accoil_buffer.reports import FlushReport, Health, IngestReport, Rejection
 from accoil_buffer.status import Status
-from accoil_buffer.store import deliveries, report
+from accoil_buffer.store import deliveries, history, report
 from accoil_buffer.wiring import Clock, utc_now, wire
 
 
@@ -306,6 +306,12 @@ class Buffer:
         """Messages Accoil refused (400, 413, other 4xx) and not yet replayed."""
         with storage_errors(), self._parts.database.engine.connect() as conn:
             return deliveries.dead_letters(conn)
+
+    def history(self, days: int = 30) -> dict[str, Any]:
+        """Occurrences (delivered, pending, held, not yet folded) and drops per UTC day."""
+
+        with storage_errors(), self._parts.database.engine.connect() as conn:
+            return history.daily(conn, self._clock().date(), days)
 
     def replay_dead_letters(self, ids: Collection[int] | None = None) -> tuple[int, int]:
         """Send dead letters (all, or those ``ids``) again; returns (accepted, refused)."""

@@ -37,6 +37,7 @@ from accoil_buffer.messages import MAX_MESSAGE_BYTES
 from accoil_buffer.server import serve as run_server
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import current_revision, head_revision, upgrade
+from accoil_buffer.watch import watch as watch_status
 
 F = TypeVar("F", bound=Callable[..., Any])
 IMPORT_BATCH = 1000
@@ -177,10 +178,14 @@ def _has_schema(config: Config) -> bool:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+@click.option("--watch", is_flag=True, help="Delivery and what waits, redrawn every second.")
 @common_options
-def status(config: Config, as_json: bool) -> None:
+def status(config: Config, as_json: bool, watch: bool) -> None:
     """Show what is pending delivery, waiting for identity, and what was dropped."""
     with _existing(config) as buffer:
+        if watch:
+            watch_status(buffer)
+            return
         report = buffer.status_report()
     if as_json:
         click.echo(json.dumps(report.document(), indent=2))

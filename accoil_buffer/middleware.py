@@ -3,7 +3,7 @@ those allowed, and counting answers by status; and the JSON error body every ref
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
@@ -24,8 +24,15 @@ def error(
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
-def wrap(app: ASGIApp, server: ServerConfig, metrics: Metrics) -> ASGIApp:
-    """``app`` behind the origin check and CORS, every answer counted."""
+def wrap(
+    app: ASGIApp,
+    server: ServerConfig,
+    metrics: Metrics,
+    *,
+    ahead: Callable[[ASGIApp], ASGIApp] = lambda app: app,
+) -> ASGIApp:
+    """``app`` behind the origin check and CORS, every answer counted; ``ahead`` answers its
+    own paths before the origin check (the console checks origins itself)."""
     browsers = _CORS(
         app,
         allow_origins=list(server.cors_origins),
@@ -35,7 +42,7 @@ def wrap(app: ASGIApp, server: ServerConfig, metrics: Metrics) -> ASGIApp:
         max_age=CORS_MAX_AGE_SECONDS,
     )
     guarded = _RefuseForeignPages(browsers, frozenset(server.cors_origins), metrics)
-    return _CountAnswers(guarded, metrics)
+    return _CountAnswers(ahead(guarded), metrics)
 
 
 class _CORS(CORSMiddleware):

@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, ServerConfig
+from accoil_buffer.console import Console
 from accoil_buffer.errors import AccoilBufferError, StorageError
 from accoil_buffer.listener import check_exposure, http_server, listen, run_until_signalled
 from accoil_buffer.messages import apply_batch
@@ -175,6 +176,7 @@ class Sidecar:
         self._write_keys = [key.encode() for key in server.write_keys]
         self._public_url = server.public_url.rstrip("/")
         self.metrics = Metrics(buffer.status_report)
+        self.console = Console(buffer, server, lambda r: self._authorised(_basic_user(r)))
         routes = Starlette(
             routes=[
                 # A trailing slash is taken as it comes: a redirect would lose a POST's body
@@ -189,7 +191,7 @@ class Sidecar:
             exception_handlers={HTTPException: _http_error},
         )
         routes.router.redirect_slashes = False
-        self.app = wrap(routes, server, self.metrics)
+        self.app = wrap(routes, server, self.metrics, ahead=self.console.mount)
 
     def _authorised(self, key: str | None) -> bool:
         if not self._write_keys:
@@ -224,6 +226,7 @@ class Sidecar:
         except AccoilBufferError as exc:
             log.error("could not store %d messages: %s", len(messages), exc)
             return error(503, "unavailable", "the buffer cannot store messages now; retry")
+        self.console.ring.record(messages, report)
         refused = {rejection.index for rejection in report.rejected}
         for rejection in report.rejected:
             self.metrics.rejected.labels(_rejection_reason(rejection.error.field)).inc()
