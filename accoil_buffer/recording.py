@@ -1,9 +1,10 @@
 """The write path: accepted messages, routed by the mappings, into the outbox.
 
 A call's message waits for room under the backpressure bounds, then goes to the group writer
-(``durability = "group"``) or is written in a transaction of its own, or in the app's
-(``connection=``). Batches are always committed before they return. The last write's failure
-is remembered, so that health can tell when the database takes writes again.
+(``durability = "group"``) or is written in a transaction it shares with the calls made at the
+same moment, or in the app's (``connection=``). Batches are always committed before they
+return. The last write's failure is remembered, so that health can tell when the database
+takes writes again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from accoil_buffer.reasons import Reason
 from accoil_buffer.store import outbox, report
 from accoil_buffer.store.direct import Executor
 from accoil_buffer.store.engine import Database
-from accoil_buffer.writer import GroupWriter
+from accoil_buffer.writer import GroupWriter, SharedCommits
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class Recorder:
         self._writer: GroupWriter | None = None
         if config.durability == "group":
             self._writer = GroupWriter(self._commit)
+        self._shared = SharedCommits(self._database.direct_write)
 
     @property
     def queued(self) -> int:
@@ -146,8 +148,9 @@ class Recorder:
                 if connection is not None:
                     result = self._record(connection, messages, rejected, day)
                 else:
-                    with self._database.direct_write() as transaction:
-                        result = self._record(transaction, messages, rejected, day)
+                    result = self._shared.run(
+                        lambda transaction: self._record(transaction, messages, rejected, day)
+                    )
         except StorageError as exc:
             self.write_failure = str(exc)
             raise
@@ -180,6 +183,7 @@ class Recorder:
     def after_fork_in_child(self) -> None:
         if self._writer is not None:
             self._writer.after_fork_in_child()
+        self._shared = SharedCommits(self._database.direct_write)  # a parent's leader is gone
 
     def _record(
         self, conn: Executor, messages: Sequence[Message], rejected: int, day: date | None

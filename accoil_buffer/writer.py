@@ -1,4 +1,6 @@
-"""Group commit: calls return at once and one writer thread commits what they queued.
+"""Group commit, two ways: calls that return at once and one writer thread commits what they
+queued (``GroupWriter``); and calls that return only once committed, which share the commit
+of others made at the same moment (``SharedCommits``).
 
 The writer commits at least every ``interval`` seconds (5 ms by default), at most
 ``max_batch`` messages per transaction, and at most ``max_queued`` messages wait in memory.
@@ -14,11 +16,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Generic, TypeVar, cast
 
 from accoil_buffer.errors import BufferClosed, BufferFull
 from accoil_buffer.messages import Message
 
 log = logging.getLogger(__name__)
+C = TypeVar("C")  # a transaction's connection
+T = TypeVar("T")
 
 
 class GroupWriter:
@@ -117,3 +123,73 @@ class GroupWriter:
                 self._committed += len(batch)
                 self.last_error = None
                 self._condition.notify_all()
+
+
+class _Turn(Generic[C, T]):
+    """One caller's work in a shared transaction, and its outcome."""
+
+    def __init__(self, work: Callable[[C], T]) -> None:
+        self.work = work
+        self.done = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.result)
+
+
+class SharedCommits(Generic[C]):
+    """Runs each caller's work in a transaction and returns once it is committed; callers who
+    arrive while a transaction is committing go together in the next one, so concurrent
+    requests queue for one commit instead of each for the database's write lock.
+
+    If a shared transaction fails, each of its works is tried again alone, so that a batch
+    the database refuses fails only its own caller.
+    """
+
+    def __init__(self, transaction: Callable[[], AbstractContextManager[C]]) -> None:
+        self._transaction = transaction
+        self._condition = threading.Condition()
+        self._waiting: list[_Turn[C, Any]] = []
+        self._leading = False
+
+    def run(self, work: Callable[[C], T]) -> T:
+        turn: _Turn[C, T] = _Turn(work)
+        with self._condition:
+            self._waiting.append(turn)
+            while self._leading and not turn.done:
+                self._condition.wait()
+            if turn.done:
+                return turn.outcome()
+            self._leading = True
+            group, self._waiting = self._waiting, []
+        try:
+            self._commit(group)
+        except BaseException as exc:  # interrupted: nobody else would give the group an outcome
+            for member in group:
+                if member.result is None and member.error is None:
+                    member.error = exc
+            raise
+        finally:
+            with self._condition:
+                for member in group:
+                    member.done = True
+                self._leading = False
+                self._condition.notify_all()
+        return turn.outcome()
+
+    def _commit(self, group: list[_Turn[C, Any]]) -> None:
+        try:
+            with self._transaction() as conn:
+                results = [member.work(conn) for member in group]
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = exc
+                return
+            for member in group:
+                self._commit([member])
+            return
+        for member, result in zip(group, results, strict=True):
+            member.result = result
