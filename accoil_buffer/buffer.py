@@ -152,19 +152,8 @@ class Buffer:
         *,
         connection: Connection | None = None,
     ) -> str:
-        fields = {
-            "type": "page",
-            "userId": user_id,
-            "category": category,
-            "name": name,
-            "properties": properties,
-            "context": context,
-            "timestamp": timestamp,
-            "anonymousId": anonymous_id,
-            "integrations": integrations,
-            "messageId": message_id,
-        }
-        return self._call(fields, connection)
+        view = (category, name, properties, context, timestamp, anonymous_id, integrations)
+        return self._view("page", user_id, *view, message_id, connection)
 
     def screen(
         self,
@@ -180,19 +169,8 @@ class Buffer:
         *,
         connection: Connection | None = None,
     ) -> str:
-        fields = {
-            "type": "screen",
-            "userId": user_id,
-            "category": category,
-            "name": name,
-            "properties": properties,
-            "context": context,
-            "timestamp": timestamp,
-            "anonymousId": anonymous_id,
-            "integrations": integrations,
-            "messageId": message_id,
-        }
-        return self._call(fields, connection)
+        view = (category, name, properties, context, timestamp, anonymous_id, integrations)
+        return self._view("screen", user_id, *view, message_id, connection)
 
     def alias(
         self,
@@ -340,6 +318,35 @@ class Buffer:
         self.close()
 
     # --- Internals -------------------------------------------------------------------------
+
+    def _view(
+        self,
+        kind: str,
+        user_id: str | None,
+        category: str | None,
+        name: str | None,
+        properties: Mapping[str, Any] | None,
+        context: Mapping[str, Any] | None,
+        timestamp: datetime | None,
+        anonymous_id: str | None,
+        integrations: Mapping[str, Any] | None,
+        message_id: str | None,
+        connection: Connection | None,
+    ) -> str:
+        """A page or a screen: the same fields under another type."""
+        fields = {
+            "type": kind,
+            "userId": user_id,
+            "category": category,
+            "name": name,
+            "properties": properties,
+            "context": context,
+            "timestamp": timestamp,
+            "anonymousId": anonymous_id,
+            "integrations": integrations,
+            "messageId": message_id,
+        }
+        return self._call(fields, connection)
 
     def _call(self, fields: dict[str, Any], connection: Connection | None) -> str:
         """Ingest a call's message: its fields that were given (not ``None``)."""

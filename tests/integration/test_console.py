@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +24,8 @@ from accoil_buffer.server import Sidecar
 from tests.integration.test_js_clients import serve_page
 from tests.integration.test_server import Daemon
 from tests.support.fake_accoil import FakeAccoil, Reply
+from tests.support.node import run_script
 
-JS = Path(__file__).resolve().parent.parent / "js"
 EVIL = "https://evil.example.test"
 APP = "http://app.example.test:3000"
 REFUSED = Reply(400, '{"error": "event names may not be longer than 64 characters"}')
@@ -63,16 +62,7 @@ def seed(url: str, fake: FakeAccoil, now: datetime) -> list[int]:
 
 
 def drive(argument: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run(
-        ["node", "console.mjs", json.dumps(argument)],
-        cwd=JS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = run_script("console.mjs", json.dumps(argument))
     return result
 
 

@@ -21,9 +21,7 @@ import pytest
 from accoil_buffer import Buffer
 from tests.integration.test_server import Daemon, free_port
 from tests.support import tables
-from tests.support.paths import ROOT_DIR
-
-JS = ROOT_DIR / "tests" / "js"
+from tests.support.node import JS, run_script
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +72,7 @@ def foreign_page(bundle: Path) -> Iterator[str]:
 
 
 def in_browser(page_url: str, function: str, argument: dict[str, Any]) -> Any:
-    done = subprocess.run(
-        ["node", "browser.mjs", f"{page_url}/index.html", function, json.dumps(argument)],
-        cwd=JS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    outcome = run_script("browser.mjs", f"{page_url}/index.html", function, json.dumps(argument))
     assert outcome["problems"] == []
     return outcome["result"]
 
