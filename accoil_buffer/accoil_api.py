@@ -26,7 +26,8 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from accoil_buffer.errors import ConfigError
-from accoil_buffer.messages import Message, compact_json, format_timestamp
+from accoil_buffer.json_values import encode
+from accoil_buffer.messages import Message, format_timestamp
 
 DEFAULT_ENDPOINT = "https://in.accoil.com/segment"
 STAGING_ENDPOINT = "https://instaging.accoil.com/segment"
@@ -239,7 +240,7 @@ class Session:
             "POST",
             self._url,
             headers=self._headers,
-            content=compact_json(body).encode(),
+            content=encode(body),
             extensions=self._extensions,
         )
         try:

@@ -7,21 +7,19 @@ ready, or raises ``InvalidMessage`` naming the field. It never stores anything i
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
 import re
 import time
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from accoil_buffer.errors import InvalidMessage
+from accoil_buffer.json_values import JSON, clean, encode, is_number, json_type
 from accoil_buffer.reasons import Reason
 
 log = logging.getLogger(__name__)
@@ -31,14 +29,10 @@ TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 EVENT_KINDS = ("track", "page", "screen")
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_ID_LENGTH = 255
-MAX_DEPTH = 32
 _MAX_ID_BITS = 850  # an integer id of this many bits has about MAX_ID_LENGTH digits
 # A Unix time above this is taken as milliseconds: 1e11 seconds is the year 5138.
 _MILLISECONDS_THRESHOLD = 1e11
 _NUMERIC = re.compile(r"[+-]?\d+(\.\d+)?")
-# JSON as stored and measured: compact, with readable Unicode. One encoder for every call:
-# json.dumps with these options builds a new one each time.
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # The random part of generated messageIds. Not os.urandom: its system call releases the GIL to
 # the writer thread. Reseeded in a forked child so processes never share a sequence; our own
 # instance, so an app's random.seed() cannot make ids repeat.
@@ -46,8 +40,6 @@ _ID_BITS = random.Random()
 os.register_at_fork(after_in_child=_ID_BITS.seed)
 # Keys a client may send that must never be stored (write keys are credentials).
 _NEVER_STORED = frozenset({"writeKey"})
-
-JSON = Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +61,8 @@ class Message:
     deliverable: bool
     notes: tuple[Reason, ...] = ()
     size: int = 0  # bytes of the message as compact JSON, as received
+    # The buffer made the messageId itself: unique by construction, so it skips the ledger.
+    generated_id: bool = False
 
     @property
     def day(self) -> date:
@@ -98,12 +92,11 @@ def normalise(
 
 def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> Message:
     if type(raw) is not dict and not isinstance(raw, Mapping):
-        raise InvalidMessage("message", f"must be a JSON object, got {_json_type(raw)}")
-    cleaned = _clean(raw, ("message",), 0)
+        raise InvalidMessage("message", f"must be a JSON object, got {json_type(raw)}")
+    cleaned = clean(raw, ("message",))
     for key in _NEVER_STORED:
         cleaned.pop(key, None)
-    text = compact_json(cleaned)
-    size = len(text) if text.isascii() else len(text.encode())
+    size = len(encode(cleaned))
     if size > MAX_MESSAGE_BYTES:
         raise InvalidMessage(
             "message", f"is {size} bytes; the limit is {MAX_MESSAGE_BYTES} (32 KB)"
@@ -133,7 +126,7 @@ def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> 
     name = _name(cleaned, kind)
     for obj in ("traits", "properties", "context", "integrations"):
         if cleaned.get(obj) is not None and not isinstance(cleaned[obj], dict):
-            raise InvalidMessage(obj, f"must be an object, got {_json_type(cleaned[obj])}")
+            raise InvalidMessage(obj, f"must be an object, got {json_type(cleaned[obj])}")
 
     notes: list[Reason] = []
     timestamp = _event_time(cleaned, received_at)
@@ -146,7 +139,8 @@ def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> 
         traits, unnormalised = normalise_traits(cleaned.get("traits") or {}, group=kind == "group")
         notes.extend(Reason.TRAIT_NOT_NORMALISED for _ in unnormalised)
 
-    message_id = as_id(cleaned.get("messageId"), "messageId") or new_message_id()
+    given_id = as_id(cleaned.get("messageId"), "messageId")
+    message_id = given_id or new_message_id()
     received = format_timestamp(received_at)
     cleaned.update(
         type=kind,
@@ -180,12 +174,8 @@ def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> 
         deliverable=is_deliverable(cleaned.get("integrations")),
         notes=tuple(notes),
         size=size,
+        generated_id=given_id is None,
     )
-
-
-def compact_json(value: JSON) -> str:
-    """``value`` as compact JSON text, non-ASCII characters kept as they are."""
-    return _COMPACT.encode(value)
 
 
 def new_message_id() -> str:
@@ -241,7 +231,7 @@ def normalise_traits(
         except InvalidMessage:
             unnormalised.append(key)
     mrr = result.get("mrr")
-    if group and mrr is not None and not _is_number(mrr):
+    if group and mrr is not None and not is_number(mrr):
         number = _number(mrr)
         if number is None:
             unnormalised.append("mrr")
@@ -258,7 +248,7 @@ def parse_timestamp(value: object, field: str) -> datetime:
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if isinstance(value, str) and _NUMERIC.fullmatch(value.strip()):
         value = float(value)
-    if _is_number(value):
+    if is_number(value):
         try:
             seconds = float(value)  # type: ignore[arg-type]
             if abs(seconds) >= _MILLISECONDS_THRESHOLD:
@@ -272,7 +262,7 @@ def parse_timestamp(value: object, field: str) -> datetime:
         except ValueError as exc:
             raise InvalidMessage(field, f"{value!r} is not an ISO 8601 timestamp") from exc
     raise InvalidMessage(
-        field, f"must be an ISO 8601 string or a Unix time, got {_json_type(value)}"
+        field, f"must be an ISO 8601 string or a Unix time, got {json_type(value)}"
     )
 
 
@@ -318,7 +308,7 @@ def _name(message: Mapping[str, JSON], kind: str) -> str:
             raise InvalidMessage("event", "is required for track")
         return ""
     if not isinstance(value, str):
-        raise InvalidMessage(field, f"must be a string, got {_json_type(value)}")
+        raise InvalidMessage(field, f"must be a string, got {json_type(value)}")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidMessage(field, f"is {len(value)} characters; the limit is {MAX_ID_LENGTH}")
     return value
@@ -332,91 +322,22 @@ def as_id(value: JSON, field: str) -> str | None:
         if value.bit_length() > _MAX_ID_BITS:
             raise InvalidMessage(field, f"is a number of more than {MAX_ID_LENGTH} digits")
         text = str(value)  # exact: through a float, ids above 2**53 would merge
-    elif _is_number(value):
+    elif is_number(value):
         number = float(value)
         text = str(int(number)) if number.is_integer() else repr(number)
     elif isinstance(value, str):
         text = value
     else:
-        raise InvalidMessage(field, f"must be a string or a number, got {_json_type(value)}")
+        raise InvalidMessage(field, f"must be a string or a number, got {json_type(value)}")
     if len(text) > MAX_ID_LENGTH:
         raise InvalidMessage(field, f"is {len(text)} characters; the limit is {MAX_ID_LENGTH}")
     return text
-
-
-def _clean(value: object, path: tuple[str, ...], depth: int) -> Any:
-    """Return a JSON-ready copy of ``value`` (datetimes, Decimals, UUIDs converted, as Segment's
-    libraries do), rejecting what no database can store: NUL characters, lone surrogates,
-    NaN/Infinity, unknown types and absurd nesting. Exact types are tested first: this runs
-    for every value of every message."""
-    kind = type(value)
-    if kind is str:
-        _check_text(value, path)  # type: ignore[arg-type]
-        return value
-    if value is None or kind is int or kind is bool:
-        return value
-    if depth > MAX_DEPTH:
-        raise InvalidMessage(_dotted(path), f"is nested more than {MAX_DEPTH} levels deep")
-    if kind is dict or isinstance(value, Mapping):
-        result: dict[str, Any] = {}
-        item: object
-        for raw_key, item in value.items():  # type: ignore[attr-defined]
-            if type(raw_key) is str:
-                key = raw_key
-            elif isinstance(raw_key, str | int | float) and not isinstance(raw_key, bool):
-                key = str(raw_key)
-            else:
-                raise InvalidMessage(_dotted(path), f"has a key of type {type(raw_key).__name__}")
-            _check_text(key, path, " key")
-            result[key] = _clean(item, (*path, key), depth + 1)
-        return result
-    if kind is list or isinstance(value, tuple | set | frozenset):
-        elements: Iterable[object] = value  # type: ignore[assignment]
-        return [_clean(e, (*path, f"[{i}]"), depth + 1) for i, e in enumerate(elements)]
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidMessage(_dotted(path), f"{value!r} is not a JSON number (too large?)")
-        return value
-    if isinstance(value, bool | int | str):
-        return _clean(value, path, depth)  # a subclass: treated as its base type
-    if isinstance(value, Decimal):
-        return _clean(float(value), path, depth)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise InvalidMessage(_dotted(path), f"has a value of type {kind.__name__} that is not JSON")
-
-
-def _dotted(path: tuple[str, ...]) -> str:
-    return ".".join(path).replace(".[", "[")
-
-
-def _check_text(text: str, path: tuple[str, ...], suffix: str = "") -> None:
-    if "\x00" in text:
-        raise InvalidMessage(_dotted(path) + suffix, "contains a NUL character")
-    if text.isascii():
-        return  # no surrogate can hide in ASCII
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidMessage(
-            _dotted(path) + suffix, "contains invalid Unicode (a lone surrogate)"
-        ) from exc
 
 
 def _as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
-
-
-def _is_number(value: object) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True  # math.isfinite would overflow on an int past a double's range
-    return isinstance(value, float) and math.isfinite(value)
 
 
 def _number(text: object) -> int | float | None:
@@ -438,16 +359,3 @@ def _js_truthy(value: object) -> bool:
     if isinstance(value, Mapping | list):
         return True  # an empty object is truthy in JavaScript, unlike Python
     return bool(value)
-
-
-def _json_type(value: object) -> str:
-    names = {
-        dict: "an object",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        type(None): "null",
-    }
-    return names.get(type(value), type(value).__name__)

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import json
 import logging
 import zlib
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, ServerConfig
 from accoil_buffer.console import Console
 from accoil_buffer.errors import AccoilBufferError, StorageError
+from accoil_buffer.json_values import decode
 from accoil_buffer.listener import check_exposure, http_server, listen, run_until_signalled
 from accoil_buffer.messages import apply_batch
 from accoil_buffer.metrics import CONTENT_TYPE, Metrics
@@ -126,24 +126,6 @@ async def _read_body(request: Request) -> bytes:
     return body
 
 
-def _parse(body: bytes) -> Any:
-    """The JSON document; an integer past Python's digit limit becomes infinity, so that it
-    is refused as its own message's out-of-range number instead of failing its whole batch."""
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        if "integer string conversion" not in str(exc):
-            raise
-    return json.loads(body, parse_int=_bounded_int)
-
-
-def _bounded_int(text: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        return float("inf")
-
-
 def _rejection_reason(field: str) -> str:
     top = field.removeprefix("message.").split(".", 1)[0].split("[", 1)[0]
     return top if top in _REJECTION_FIELDS else "message"
@@ -204,7 +186,7 @@ class Sidecar:
         if kind is None:
             return error(404, "not_found", f"no endpoint {request.url.path}")
         try:
-            body = _parse(await _read_body(request))
+            body = decode(await _read_body(request))
             if not isinstance(body, dict):
                 raise _Refusal(400, "invalid_json", "body must be a JSON object")
             if not self._authorised(_write_key(request, body)):

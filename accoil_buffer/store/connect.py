@@ -22,7 +22,7 @@ from sqlalchemy.pool import PoolProxiedConnection, StaticPool
 
 from accoil_buffer.config import Config
 from accoil_buffer.errors import ConfigError
-from accoil_buffer.messages import compact_json
+from accoil_buffer.json_values import compact_json
 from accoil_buffer.store.forks import ForkGate, if_alive
 
 

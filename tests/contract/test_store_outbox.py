@@ -30,6 +30,20 @@ def test_a_message_id_is_stored_once_within_a_batch_and_across_batches(
     assert tables.drops(database_url) == {Reason.DUPLICATE_MESSAGE_ID: 4}
 
 
+def test_a_message_id_the_buffer_generated_is_stored_without_a_ledger_row(
+    database_url: str,
+) -> None:
+    generated = [message(type="track", userId="u1", event="E") for _ in range(3)]
+    given = message(type="track", userId="u1", event="E", messageId="m1")
+    assert all(m.generated_id for m in generated)
+    assert not given.generated_id
+    with opened(database_url) as database:
+        assert append(database, generated[:1]) == Recorded(stored=1, duplicates=0, filtered=0)
+        assert append(database, [*generated[1:], given, given]) == Recorded(3, 1, 0)
+    assert tables.outbox_size(database_url) == 4
+    assert tables.table_count(database_url, schema.message_ids) == 1  # only the given id
+
+
 def test_a_message_that_excludes_accoil_is_claimed_but_not_stored(database_url: str) -> None:
     excluded = message(
         type="track", userId="u1", event="E", messageId="m1", integrations={"All": False}

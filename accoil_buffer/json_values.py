@@ -1,0 +1,146 @@
+"""JSON values: what a message may hold, and its encoding and decoding.
+
+Separate from the message rules (``messages``) because the store, the sidecar and the Accoil
+client encode and decode JSON too, with the same limits. msgspec does the work in C and keeps
+integers of any size exact; the standard library reads what msgspec refuses, so that what is
+accepted and every error message stay the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from accoil_buffer.errors import InvalidMessage
+
+JSON = Any
+MAX_DEPTH = 32
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
+
+
+def encode(value: JSON) -> bytes:
+    """``value`` (already cleaned) as compact UTF-8 JSON, non-ASCII characters as they are."""
+    return _ENCODER.encode(value)
+
+
+def compact_json(value: JSON) -> str:
+    """``value`` as compact JSON text, non-ASCII characters kept as they are."""
+    return _ENCODER.encode(value).decode()
+
+
+def decode(body: bytes) -> JSON:
+    """A JSON document; ``ValueError`` names what is wrong with it. An integer past Python's
+    digit limit becomes infinity, so that it is refused as its own message's out-of-range
+    number instead of failing the batch around it."""
+    try:
+        return _DECODER.decode(body)
+    except msgspec.DecodeError:
+        pass  # the standard library reads other encodings, NaN and lone surrogates, or says why
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+    return json.loads(body, parse_int=_bounded_int)
+
+
+def clean(value: object, path: tuple[str, ...], depth: int = 0) -> Any:
+    """Return a JSON-ready copy of ``value`` (datetimes, Decimals, UUIDs converted, as Segment's
+    libraries do), rejecting what no database can store: NUL characters, lone surrogates,
+    NaN/Infinity, unknown types and absurd nesting. Exact types are tested first: this runs
+    for every value of every message."""
+    kind = type(value)
+    if kind is str:
+        _check_text(value, path)  # type: ignore[arg-type]
+        return value
+    if value is None or kind is int or kind is bool:
+        return value
+    if depth > MAX_DEPTH:
+        raise InvalidMessage(dotted(path), f"is nested more than {MAX_DEPTH} levels deep")
+    if kind is dict or isinstance(value, Mapping):
+        result: dict[str, Any] = {}
+        item: object
+        for raw_key, item in value.items():  # type: ignore[attr-defined]
+            if type(raw_key) is str:
+                key = raw_key
+            elif isinstance(raw_key, str | int | float) and not isinstance(raw_key, bool):
+                key = str(raw_key)
+            else:
+                raise InvalidMessage(dotted(path), f"has a key of type {type(raw_key).__name__}")
+            _check_text(key, path, " key")
+            result[key] = clean(item, (*path, key), depth + 1)
+        return result
+    if kind is list or isinstance(value, tuple | set | frozenset):
+        elements: Iterable[object] = value  # type: ignore[assignment]
+        return [clean(e, (*path, f"[{i}]"), depth + 1) for i, e in enumerate(elements)]
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidMessage(dotted(path), f"{value!r} is not a JSON number (too large?)")
+        return value
+    if isinstance(value, bool | int | str):
+        return clean(value, path, depth)  # a subclass: treated as its base type
+    if isinstance(value, Decimal):
+        return clean(float(value), path, depth)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise InvalidMessage(dotted(path), f"has a value of type {kind.__name__} that is not JSON")
+
+
+def dotted(path: tuple[str, ...]) -> str:
+    """A path as the error messages name it: ``message.properties.items[2]``."""
+    return ".".join(path).replace(".[", "[")
+
+
+def is_number(value: object) -> bool:
+    """A finite JSON number (not a boolean)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True  # math.isfinite would overflow on an int past a double's range
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def json_type(value: object) -> str:
+    """The JSON name of ``value``'s type, for error messages."""
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+_TYPE_NAMES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def _check_text(text: str, path: tuple[str, ...], suffix: str = "") -> None:
+    if "\x00" in text:
+        raise InvalidMessage(dotted(path) + suffix, "contains a NUL character")
+    if text.isascii():
+        return  # no surrogate can hide in ASCII
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage(
+            dotted(path) + suffix, "contains invalid Unicode (a lone surrogate)"
+        ) from exc
+
+
+def _bounded_int(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float("inf")
