@@ -97,6 +97,10 @@ def _handler(fake: FakeAccoil) -> type[BaseHTTPRequestHandler]:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # A pass opens dozens of connections at once: with the default backlog of 5, the kernel
+    # drops SYNs, and a request that arrives seconds late is answered after the test moved on.
+    request_queue_size = 1024
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
