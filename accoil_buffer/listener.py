@@ -64,6 +64,7 @@ def http_server(app: ASGIApp) -> uvicorn.Server:
         uvicorn.Config(
             app,
             http=_HeaderTimeoutProtocol,
+            loop="auto",  # uvloop, a dependency wherever it builds (docs: dependencies)
             log_level="warning",
             access_log=False,
             lifespan="off",
