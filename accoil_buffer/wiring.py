@@ -44,7 +44,10 @@ class Parts:
 
     def fold(self) -> rollup.FoldReport:
         with storage_errors():
-            return rollup.fold(self.database, self.fold_settings, self.clock())
+            report = rollup.fold(self.database, self.fold_settings, self.clock())
+            if report.folded:
+                self.database.give_back_space()
+            return report
 
     def run_pass(
         self,

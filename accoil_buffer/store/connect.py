@@ -105,6 +105,9 @@ def _sqlite_engine(config: Config, url: URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         if not in_memory:
+            # Takes effect only in a new file, before its first table: a fold's freed pages
+            # can then be cut off its end (Dialect.give_back_space).
+            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={config.sqlite_synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")

@@ -101,6 +101,11 @@ class Dialect(ABC):
     def bytes_in_use(self, engine: Engine) -> int:
         """The bytes the buffer's data takes on disk."""
 
+    def give_back_space(self, engine: Engine) -> bool:
+        """Return to the file system the space a fold freed, if it is worth it; whether any
+        was given back."""
+        return False  # PostgreSQL's autovacuum keeps freed space for the next rows
+
     @abstractmethod
     def refresh_statistics(
         self, engine: Engine, table: Table, columns: Iterable[Column[Any]]
@@ -164,6 +169,28 @@ class SQLiteDialect(Dialect):
             pages = pragma("PRAGMA page_count").scalar_one()
             free = pragma("PRAGMA freelist_count").scalar_one()
             return int((pages - free) * pragma("PRAGMA page_size").scalar_one())
+
+    def give_back_space(self, engine: Engine) -> bool:
+        # Files are created with auto_vacuum = INCREMENTAL, so free pages can be cut off the
+        # end; only when they are many, since new rows would reuse them anyway.
+        if engine.url.database in (None, "", ":memory:"):
+            return False
+        with engine.connect() as conn:
+            pragma = conn.exec_driver_sql
+            if pragma("PRAGMA auto_vacuum").scalar_one() != _INCREMENTAL:
+                return False  # a file created before; VACUUM once converts it (docs)
+            free = pragma("PRAGMA freelist_count").scalar_one()
+            if free < max(_FREE_PAGES_WORTH_GIVING, pragma("PRAGMA page_count").scalar_one() // 4):
+                return False
+        # On the driver, outside a transaction: executed, the pragma would free one page per
+        # step of the statement, and the log is emptied only outside a transaction (with
+        # readers still in it, the next pass tries again).
+        driver = engine.raw_connection()
+        try:
+            driver.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
+        finally:
+            driver.close()
+        return True
 
     def refresh_statistics(
         self, engine: Engine, table: Table, columns: Iterable[Column[Any]]
@@ -251,6 +278,10 @@ _DIALECTS: dict[str, type[Dialect]] = {d.name: d for d in (SQLiteDialect, Postgr
 def dialect_for(bind: Engine | Connection) -> Dialect:
     """The dialect of the database ``bind`` is connected to."""
     return _DIALECTS[bind.dialect.name](bind.dialect)
+
+
+_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
+_FREE_PAGES_WORTH_GIVING = 2048  # 8 MiB of 4 KiB pages
 
 
 @functools.lru_cache(maxsize=4096)

@@ -97,6 +97,10 @@ class Database:
         PostgreSQL when the engine is created)."""
         return self.dialect.bytes_in_use(self.engine)
 
+    def give_back_space(self) -> bool:
+        """Return the space a fold freed to the file system, where that is worth it."""
+        return self.dialect.give_back_space(self.engine)
+
     def refresh_statistics(self, table: Table, columns: Iterable[Column[Any]]) -> None:
         """Let the planner see the current size of ``table``, sampling ``columns``."""
         self.dialect.refresh_statistics(self.engine, table, columns)

@@ -14,7 +14,7 @@ from accoil_buffer.store import schema
 from accoil_buffer.store.dialects import PostgresDialect, SQLiteDialect, dialect_for
 from accoil_buffer.store.direct import DirectInsert
 from accoil_buffer.store.engine import Database
-from tests.contract import NOW, TODAY, append, message, opened
+from tests.contract import NOW, TODAY, append, fold, message, opened
 
 WAIT = 0.3  # seconds a blocked transaction is given to show it is blocked
 
@@ -185,3 +185,30 @@ def test_comments_are_migrated_where_the_database_keeps_them(database_url: str) 
         columns = inspect(database.engine).get_columns(schema.outbox.name)
     payload = next(c for c in columns if c["name"] == "payload")
     assert payload.get("comment") == (schema.outbox.c.payload.comment if keeps else None)
+
+
+def test_a_sqlite_file_gives_back_the_space_a_fold_freed(tmp_path: Path) -> None:
+    path = tmp_path / "backlog.db"
+    with opened(f"sqlite:///{path}") as database:
+        for start in range(0, 60_000, 10_000):
+            batch = [
+                message(type="track", userId=f"u{i % 100}", event="E")
+                for i in range(start, start + 10_000)
+            ]
+            append(database, batch)
+        assert not database.give_back_space()  # nothing freed yet
+        waiting = path.stat().st_size
+        assert fold(database).folded == 60_000
+        assert database.give_back_space()
+        assert not database.give_back_space()  # once is enough
+        with database.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA freelist_count").scalar_one() == 0
+    assert path.stat().st_size < waiting / 10
+
+
+def test_a_little_freed_space_is_kept_for_new_rows(database_url: str) -> None:
+    with opened(database_url) as database:
+        append(database, [message(type="track", userId="u1", event="E")])
+        fold(database)
+        # SQLite gives back only a lot of free pages; PostgreSQL's autovacuum reuses them.
+        assert not database.give_back_space()
