@@ -36,20 +36,27 @@ def compact_json(value: JSON) -> str:
     return _ENCODER.encode(value).decode()
 
 
-def decode(body: bytes) -> JSON:
-    """A JSON document; ``ValueError`` names what is wrong with it. An integer past Python's
-    digit limit becomes infinity, so that it is refused as its own message's out-of-range
-    number instead of failing the batch around it."""
+class Plain(dict[str, Any]):
+    """A JSON object whose values are all storable as they are, since msgspec decoded them
+    from text without a NUL escape: ``clean`` would only copy it. Its nesting is unchecked."""
+
+    __slots__ = ()
+
+
+def decode(body: bytes) -> tuple[JSON, bool]:
+    """A JSON document, and whether it is plain (see ``Plain``); ``ValueError`` names what is
+    wrong with it. An integer past Python's digit limit becomes infinity, so that it is
+    refused as its own message's out-of-range number instead of failing the batch around it."""
     try:
-        return _DECODER.decode(body)
+        return _DECODER.decode(body), b"\\u0000" not in body
     except msgspec.DecodeError:
         pass  # the standard library reads other encodings, NaN and lone surrogates, or says why
     try:
-        return json.loads(body)
+        return json.loads(body), False
     except ValueError as exc:
         if "integer string conversion" not in str(exc):
             raise
-    return json.loads(body, parse_int=_bounded_int)
+    return json.loads(body, parse_int=_bounded_int), False
 
 
 def clean(value: object, path: tuple[str, ...], depth: int = 0) -> Any:
@@ -94,6 +101,24 @@ def clean(value: object, path: tuple[str, ...], depth: int = 0) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     raise InvalidMessage(dotted(path), f"has a value of type {kind.__name__} that is not JSON")
+
+
+def check_nesting(value: object, path: tuple[str, ...], depth: int = 0) -> None:
+    """Refuse what ``clean`` refuses in a plain value: nesting deeper than ``MAX_DEPTH``."""
+    kind = type(value)
+    if kind is not dict and kind is not list and kind is not Plain:
+        return
+    if depth > MAX_DEPTH:
+        raise InvalidMessage(dotted(path), f"is nested more than {MAX_DEPTH} levels deep")
+    if kind is list:
+        element: object
+        for i, element in enumerate(value):  # type: ignore[arg-type]
+            if type(element) is dict or type(element) is list:
+                check_nesting(element, (*path, f"[{i}]"), depth + 1)
+        return
+    for key, item in value.items():  # type: ignore[attr-defined]
+        if type(item) is dict or type(item) is list:
+            check_nesting(item, (*path, key), depth + 1)
 
 
 def dotted(path: tuple[str, ...]) -> str:

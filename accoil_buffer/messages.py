@@ -19,7 +19,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from accoil_buffer.errors import InvalidMessage
-from accoil_buffer.json_values import JSON, clean, encode, is_number, json_type
+from accoil_buffer.json_values import (
+    JSON,
+    Plain,
+    check_nesting,
+    clean,
+    encode,
+    is_number,
+    json_type,
+)
 from accoil_buffer.reasons import Reason
 
 log = logging.getLogger(__name__)
@@ -93,7 +101,11 @@ def normalise(
 def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> Message:
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidMessage("message", f"must be a JSON object, got {json_type(raw)}")
-    cleaned = clean(raw, ("message",))
+    if type(raw) is Plain:
+        check_nesting(raw, ("message",))
+        cleaned = dict(raw)  # a copy: the fields below are set in it
+    else:
+        cleaned = clean(raw, ("message",))
     for key in _NEVER_STORED:
         cleaned.pop(key, None)
     size = len(encode(cleaned))
@@ -190,12 +202,12 @@ def new_message_id() -> str:
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
-def apply_batch(item: object, batch: Mapping[str, Any]) -> object:
+def apply_batch(item: object, batch: Mapping[str, Any], *, plain: bool = False) -> object:
     """An item of a ``/v1/batch`` body with the batch's ``context`` and ``integrations`` merged
-    under its own, and the batch's ``sentAt`` when it has none."""
+    under its own, and the batch's ``sentAt`` when it has none; ``plain`` if the body is."""
     if not isinstance(item, Mapping):
         return item  # normalise() rejects it with a clear message
-    merged = dict(item)
+    merged = Plain(item) if plain else dict(item)
     for key in ("context", "integrations"):
         shared, own = batch.get(key), item.get(key)
         if isinstance(shared, Mapping) and (own is None or isinstance(own, Mapping)):

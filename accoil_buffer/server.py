@@ -30,7 +30,7 @@ from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, ServerConfig
 from accoil_buffer.console import Console
 from accoil_buffer.errors import AccoilBufferError, StorageError
-from accoil_buffer.json_values import decode
+from accoil_buffer.json_values import Plain, decode
 from accoil_buffer.listener import check_exposure, http_server, listen, run_until_signalled
 from accoil_buffer.messages import apply_batch
 from accoil_buffer.metrics import CONTENT_TYPE, Metrics
@@ -186,7 +186,7 @@ class Sidecar:
         if kind is None:
             return error(404, "not_found", f"no endpoint {request.url.path}")
         try:
-            body = decode(await _read_body(request))
+            body, plain = decode(await _read_body(request))
             if not isinstance(body, dict):
                 raise _Refusal(400, "invalid_json", "body must be a JSON object")
             if not self._authorised(_write_key(request, body)):
@@ -194,9 +194,9 @@ class Sidecar:
             if kind == "batch":
                 if not isinstance(body.get("batch"), list):
                     raise _Refusal(400, "invalid_batch", "batch must be an array of messages")
-                messages = [apply_batch(item, body) for item in body["batch"]]
+                messages = [apply_batch(item, body, plain=plain) for item in body["batch"]]
             else:
-                messages = [{**body, "type": kind}]
+                messages = [(Plain if plain else dict)({**body, "type": kind})]
         except _Refusal as refusal:
             self.metrics.rejected.labels(refusal.code).inc()
             return error(refusal.status, refusal.code, refusal.message)
