@@ -28,24 +28,42 @@ class Bound:
         self.key, self.limit, self.what = key, limit, what
         self._measure = measure
         self._known, self._at = 0, float("-inf")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _known, _at and _measuring
+        self._measuring = False
+        self._measure_lock = threading.Lock()  # one measurement at a time
 
     def fits(self, amount: int) -> bool:
         """Whether ``amount`` more fits, measuring again if the last measurement is stale or
-        the bound is close."""
+        the bound is close. Far from the limit, a caller does not wait for a measurement
+        another is taking: the last one, plus what was added since, will do."""
         if self.limit <= 0:
             return True
         with self._lock:
-            stale = time.monotonic() - self._at > _FRESH_FOR
-            if stale or self._known + amount > self.limit * _CLOSE:
-                try:
-                    self._known = self._measure()
-                except StorageError:
-                    # The database is away: the group writer keeps calls in memory (its own
-                    # bound), so judge by the last measure plus what was added since.
-                    log.debug("could not measure %s", self.key, exc_info=True)
-                self._at = time.monotonic()
+            close = self._known + amount > self.limit * _CLOSE
+            fresh = time.monotonic() - self._at <= _FRESH_FOR
+            if not close and (fresh or self._measuring):
+                return True
+            self._measuring = True
+        try:
+            with self._measure_lock:
+                known = self._known_now()
+        finally:
+            with self._lock:
+                self._measuring = False
+        with self._lock:
+            if known is not None:
+                self._known = known
+            self._at = time.monotonic()
             return self._known + amount <= self.limit
+
+    def _known_now(self) -> int | None:
+        try:
+            return self._measure()
+        except StorageError:
+            # The database is away: the group writer keeps calls in memory (its own bound),
+            # so judge by the last measure plus what was added since.
+            log.debug("could not measure %s", self.key, exc_info=True)
+            return None
 
     def take(self, amount: int) -> None:
         if self.limit <= 0:
