@@ -9,7 +9,8 @@ B1 compares ``Buffer.track`` in each durability mode with, in the same run, Segm
 event at the same ``synchronous`` setting (the two take turns, so both meet the same disk).
 Targets: group >= 1.0x Segment's client; sync >= 0.5x raw sqlite3. B2 records a burst and
 counts the stored events afterwards (target: 0 lost). B4 reports the peak RSS of a process
-holding 1M undelivered events in its database (target: < 100 MiB).
+holding 1M undelivered events in its database (target: < 100 MiB), and the SQLite file's
+size while they wait to be folded and once they are.
 """
 
 from __future__ import annotations
@@ -171,19 +172,37 @@ def b2(calls: int) -> None:
 
 def b4(calls: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{Path(folder) / 'backlog.db'}"
+        root = Path(folder)
+        url = f"sqlite:///{root / 'backlog.db'}"
+
+        def events(start: int) -> Iterator[dict[str, str]]:
+            for i in range(start, start + 10_000):
+                yield {"type": "track", "userId": f"user-{i % 50_000}", "event": f"E{i % 20}"}
+
+        with (root / "events.jsonl").open("w") as lines:  # the same events as JSON lines
+            for start in range(0, calls, 10_000):
+                lines.writelines(json.dumps(e) + "\n" for e in events(start))
         with Buffer(url, start=False, max_outbox_rows=0) as buf:
             for start in range(0, calls, 10_000):
-                buf.ingest_many(
-                    {"type": "track", "userId": f"user-{i % 50_000}", "event": f"E{i % 20}"}
-                    for i in range(start, start + 10_000)
-                )
+                buf.ingest_many(events(start))
             waiting = buf.status()["outbox"]["unfolded_messages"]
+            waiting_bytes = _file_bytes(root)
             buf.flush()
+            folded_bytes = _file_bytes(root)
             pending = buf.status()["pending"]["occurrences"]
+        raw_bytes = (root / "events.jsonl").stat().st_size
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"B4: {waiting:,} events recorded, then {pending:,} occurrences waiting undelivered")
     print(f"  peak RSS of the process: {peak:.0f} MiB (target < 100 MiB)")
+    print(
+        f"  SQLite file, log included: {waiting_bytes / calls:.0f} bytes an event waiting "
+        f"({waiting_bytes / raw_bytes:.2f}x the events as JSON lines, {raw_bytes / calls:.0f} "
+        f"bytes); {folded_bytes / calls:.0f} bytes an event once folded"
+    )
+
+
+def _file_bytes(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.glob("backlog.db*"))
 
 
 def main() -> None:
