@@ -105,9 +105,10 @@ def _sqlite_engine(config: Config, url: URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         if not in_memory:
-            # Takes effect only in a new file, before its first table: a fold's freed pages
-            # can then be cut off its end (Dialect.give_back_space).
-            cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            # Only in a new, empty file (elsewhere it would wait for the write lock, to no
+            # effect): a fold's freed pages can then be cut off its end (give_back_space).
+            if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+                cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={config.sqlite_synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")

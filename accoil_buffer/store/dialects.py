@@ -7,6 +7,7 @@ tests which database it runs on.
 from __future__ import annotations
 
 import functools
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
@@ -21,6 +22,8 @@ from sqlalchemy.exc import DBAPIError
 
 from accoil_buffer.store import holders, schema
 from accoil_buffer.store.connect import json_dumps, sqlite_file
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 T_row = TypeVar("T_row", bound=tuple[Any, ...])
@@ -172,9 +175,19 @@ class SQLiteDialect(Dialect):
 
     def give_back_space(self, engine: Engine) -> bool:
         # Files are created with auto_vacuum = INCREMENTAL, so free pages can be cut off the
-        # end; only when they are many, since new rows would reuse them anyway.
+        # end; only when they are many, since new rows would reuse them anyway. Best effort:
+        # a file busy past the timeout keeps its pages until the next pass.
         if engine.url.database in (None, "", ":memory:"):
             return False
+        try:
+            return self._give_back_space(engine)
+        except (DBAPIError, self._sqlalchemy.loaded_dbapi.Error):
+            log.warning(
+                "could not give the folded rows' space back to the file system", exc_info=True
+            )
+            return False
+
+    def _give_back_space(self, engine: Engine) -> bool:
         with engine.connect() as conn:
             pragma = conn.exec_driver_sql
             if pragma("PRAGMA auto_vacuum").scalar_one() != _INCREMENTAL:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select
 
+from accoil_buffer import Config
 from accoil_buffer.store import schema
 from accoil_buffer.store.dialects import PostgresDialect, SQLiteDialect, dialect_for
 from accoil_buffer.store.direct import DirectInsert
@@ -190,12 +192,7 @@ def test_comments_are_migrated_where_the_database_keeps_them(database_url: str) 
 def test_a_sqlite_file_gives_back_the_space_a_fold_freed(tmp_path: Path) -> None:
     path = tmp_path / "backlog.db"
     with opened(f"sqlite:///{path}") as database:
-        for start in range(0, 60_000, 10_000):
-            batch = [
-                message(type="track", userId=f"u{i % 100}", event="E")
-                for i in range(start, start + 10_000)
-            ]
-            append(database, batch)
+        _append_a_backlog(database)
         assert not database.give_back_space()  # nothing freed yet
         waiting = path.stat().st_size
         assert fold(database).folded == 60_000
@@ -206,9 +203,36 @@ def test_a_sqlite_file_gives_back_the_space_a_fold_freed(tmp_path: Path) -> None
     assert path.stat().st_size < waiting / 10
 
 
+def test_a_file_busy_past_the_timeout_keeps_its_pages_without_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    with opened(f"sqlite:///{path}") as database:
+        _append_a_backlog(database)
+        fold(database)
+    busy = Database.open(Config(database_url=f"sqlite:///{path}", sqlite_busy_timeout_seconds=0.1))
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the file
+        assert not busy.give_back_space()
+        other.execute("ROLLBACK")
+        assert busy.give_back_space()  # the next pass
+    finally:
+        other.close()
+        busy.dispose()
+
+
 def test_a_little_freed_space_is_kept_for_new_rows(database_url: str) -> None:
     with opened(database_url) as database:
         append(database, [message(type="track", userId="u1", event="E")])
         fold(database)
         # SQLite gives back only a lot of free pages; PostgreSQL's autovacuum reuses them.
         assert not database.give_back_space()
+
+
+def _append_a_backlog(database: Database) -> None:
+    """60,000 tracks: folded, they free more pages than a file keeps for reuse."""
+    for start in range(0, 60_000, 10_000):
+        batch = [
+            message(type="track", userId=f"u{i % 100}", event="E")
+            for i in range(start, start + 10_000)
+        ]
+        append(database, batch)
