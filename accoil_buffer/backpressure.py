@@ -28,9 +28,8 @@ class Bound:
         self.key, self.limit, self.what = key, limit, what
         self._measure = measure
         self._known, self._at = 0, float("-inf")
-        self._lock = threading.Lock()  # guards _known, _at and _measuring
-        self._measuring = False
-        self._measure_lock = threading.Lock()  # one measurement at a time
+        self._lock = threading.Lock()  # guards _known and _at
+        self._measuring = threading.Lock()  # held while a measurement is taken
 
     def fits(self, amount: int) -> bool:
         """Whether ``amount`` more fits, measuring again if the last measurement is stale or
@@ -41,15 +40,10 @@ class Bound:
         with self._lock:
             close = self._known + amount > self.limit * _CLOSE
             fresh = time.monotonic() - self._at <= _FRESH_FOR
-            if not close and (fresh or self._measuring):
+            if not close and (fresh or self._measuring.locked()):
                 return True
-            self._measuring = True
-        try:
-            with self._measure_lock:
-                known = self._known_now()
-        finally:
-            with self._lock:
-                self._measuring = False
+        with self._measuring:
+            known = self._known_now()
         with self._lock:
             if known is not None:
                 self._known = known

@@ -103,20 +103,17 @@ def clean(value: object, path: tuple[str, ...], depth: int = 0) -> Any:
     raise InvalidMessage(dotted(path), f"has a value of type {kind.__name__} that is not JSON")
 
 
-def check_nesting(value: object, path: tuple[str, ...], depth: int = 0) -> None:
-    """Refuse what ``clean`` refuses in a plain value: nesting deeper than ``MAX_DEPTH``."""
-    kind = type(value)
-    if kind is not dict and kind is not list and kind is not Plain:
-        return
+def check_nesting(value: dict[str, Any] | list[Any], path: tuple[str, ...], depth: int = 0) -> None:
+    """Refuse what ``clean`` refuses in a plain object or array: nesting deeper than
+    ``MAX_DEPTH``. Only containers are walked into; scalars need no check."""
     if depth > MAX_DEPTH:
         raise InvalidMessage(dotted(path), f"is nested more than {MAX_DEPTH} levels deep")
-    if kind is list:
-        element: object
-        for i, element in enumerate(value):  # type: ignore[arg-type]
+    if isinstance(value, list):
+        for i, element in enumerate(value):
             if type(element) is dict or type(element) is list:
                 check_nesting(element, (*path, f"[{i}]"), depth + 1)
         return
-    for key, item in value.items():  # type: ignore[attr-defined]
+    for key, item in value.items():
         if type(item) is dict or type(item) is list:
             check_nesting(item, (*path, key), depth + 1)
 

@@ -197,7 +197,7 @@ class Sidecar:
                     raise _Refusal(400, "invalid_batch", "batch must be an array of messages")
                 messages = [apply_batch(item, body, plain=plain) for item in body["batch"]]
             else:
-                messages = [(Plain if plain else dict)({**body, "type": kind})]
+                messages = [(Plain if plain else dict)(body, type=kind)]
         except _Refusal as refusal:
             self.metrics.rejected.labels(refusal.code).inc()
             return error(refusal.status, refusal.code, refusal.message)

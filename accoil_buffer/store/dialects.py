@@ -177,8 +177,8 @@ class SQLiteDialect(Dialect):
         # Files are created with auto_vacuum = INCREMENTAL, so free pages can be cut off the
         # end; only when they are many, since new rows would reuse them anyway. Best effort:
         # a file busy past the timeout keeps its pages until the next pass.
-        if engine.url.database in (None, "", ":memory:"):
-            return False
+        if self.database_file(engine) is None:
+            return False  # in memory
         try:
             return self._give_back_space(engine)
         except (DBAPIError, self._sqlalchemy.loaded_dbapi.Error):
