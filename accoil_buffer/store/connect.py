@@ -27,8 +27,8 @@ from accoil_buffer.store.forks import ForkGate, if_alive
 
 
 def json_dumps(value: Any) -> str:
-    """JSON as the tables store it: readable Unicode, and JSON null (most rows' traits and
-    payload) without running the encoder."""
+    """JSON as the tables store it: readable Unicode, and JSON null without running the
+    encoder."""
     if value is None:
         return "null"
     return compact_json(value)

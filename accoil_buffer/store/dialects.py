@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -19,6 +20,9 @@ from sqlalchemy import Dialect as SQLAlchemyDialect
 from sqlalchemy.dialects import postgresql as dialect_postgresql
 from sqlalchemy.dialects import sqlite as dialect_sqlite
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from accoil_buffer.store import holders, schema
 from accoil_buffer.store.connect import json_dumps, sqlite_file
@@ -120,6 +124,12 @@ class Dialect(ABC):
         """Serialise concurrent migrations (several daemons starting at once) in ``conn``'s
         transaction."""
 
+    @contextmanager
+    def copying(self, conn: Connection, table: str) -> Iterator[None]:
+        """Around a migration that copies ``table`` (a batch alter): the ids its
+        autoincrement handed out stay handed out, so none is ever given again."""
+        yield
+
     @abstractmethod
     def database_file(self, engine: Engine) -> Path | None:
         """The file the database lives in, or None (a server, or memory)."""
@@ -145,7 +155,7 @@ class SQLiteDialect(Dialect):
         if isinstance(kind, Date):
             return date.isoformat
         if isinstance(kind, JSON):
-            return json_dumps
+            return _json_or_null if kind.none_as_null else json_dumps
         return super().to_driver(column)
 
     def insert(self, table: Table) -> Insert:
@@ -212,6 +222,23 @@ class SQLiteDialect(Dialect):
 
     def lock_for_migration(self, conn: Connection) -> None:
         pass  # BEGIN IMMEDIATE: one migration's transaction at a time
+
+    @contextmanager
+    def copying(self, conn: Connection, table: str) -> Iterator[None]:
+        # The copy starts a new sqlite_sequence row at its highest id, or none if it is empty.
+        sequence = "SELECT seq FROM sqlite_sequence WHERE name = ?"
+        handed_out = conn.exec_driver_sql(sequence, (table,)).scalar()
+        yield
+        if handed_out is None:
+            return
+        if conn.exec_driver_sql(sequence, (table,)).scalar() is None:
+            conn.exec_driver_sql(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, handed_out)
+            )
+        else:
+            conn.exec_driver_sql(
+                "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (handed_out, table)
+            )
 
     def database_file(self, engine: Engine) -> Path | None:
         return sqlite_file(engine.url)
@@ -285,6 +312,24 @@ class PostgresDialect(Dialect):
         return holders.AdvisoryLocks(engine)
 
 
+class utc_day(FunctionElement[date]):
+    """The UTC day of a timestamp column, in SQL: the outbox derives it rather than store it."""
+
+    type = Date()
+    inherit_cache = True
+
+
+@compiles(utc_day, "sqlite")
+def _utc_day_sqlite(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    # Timestamps are stored as UTC text that starts with the day ('YYYY-MM-DD HH:MM:SS…').
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 10)"
+
+
+@compiles(utc_day, "postgresql")
+def _utc_day_postgresql(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(timezone('UTC', {compiler.process(element.clauses, **kw)}) AS DATE)"
+
+
 _DIALECTS: dict[str, type[Dialect]] = {d.name: d for d in (SQLiteDialect, PostgresDialect)}
 
 
@@ -295,6 +340,11 @@ def dialect_for(bind: Engine | Connection) -> Dialect:
 
 _INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 _FREE_PAGES_WORTH_GIVING = 2048  # 8 MiB of 4 KiB pages
+
+
+def _json_or_null(value: Any) -> str | None:
+    """A JSON column whose None is SQL NULL, as its type sends it."""
+    return None if value is None else json_dumps(value)
 
 
 @functools.lru_cache(maxsize=4096)

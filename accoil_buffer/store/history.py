@@ -9,6 +9,7 @@ from sqlalchemy import Connection, func, select
 
 from accoil_buffer.messages import EVENT_KINDS
 from accoil_buffer.store import schema
+from accoil_buffer.store.dialects import utc_day
 
 
 def daily(conn: Connection, today: date, days: int) -> dict[str, Any]:
@@ -26,6 +27,7 @@ def daily(conn: Connection, today: date, days: int) -> dict[str, Any]:
         return values
 
     dc, ac, o, d = schema.daily_counts, schema.anonymous_counts, schema.outbox, schema.drops
+    received_on = utc_day(o.c.timestamp)
     counted = conn.execute(
         select(dc.c.day, func.sum(dc.c.count), func.sum(dc.c.delivered_count))
         .where(dc.c.day.between(since, today))
@@ -37,9 +39,11 @@ def daily(conn: Connection, today: date, days: int) -> dict[str, Any]:
         .group_by(ac.c.day)
     ).all()
     unfolded = conn.execute(
-        select(o.c.day, func.count())
-        .where(o.c.folded_at.is_(None), o.c.type.in_(EVENT_KINDS), o.c.day.between(since, today))
-        .group_by(o.c.day)
+        select(received_on, func.count())
+        .where(
+            o.c.folded_at.is_(None), o.c.type.in_(EVENT_KINDS), received_on.between(since, today)
+        )
+        .group_by(received_on)
     ).all()
     dropped: dict[str, list[tuple[date, int]]] = {}
     for day, reason, n in conn.execute(

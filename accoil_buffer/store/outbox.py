@@ -57,9 +57,13 @@ def append(
         inserts.posts.run(conn, [_post_row(m) for m in posts])
 
 
+_PROBE_BYTES = 16_384
+
+
 def probe_write(conn: Connection, now: datetime) -> None:
-    """Insert a page-sized outbox row and delete it in the caller's transaction: a write that
-    needs room as a message would, and leaves nothing behind (health checks)."""
+    """Insert a row of a few pages and delete it in the caller's transaction: a write that
+    needs room as a batch of messages would (more than a page or two that a file keeps free),
+    and leaves nothing behind (health checks)."""
     o = schema.outbox
     probe_id = conn.execute(
         o.insert()
@@ -67,10 +71,9 @@ def probe_write(conn: Connection, now: datetime) -> None:
             message_id="health-probe",
             type="track",
             name="",
-            day=now.date(),
             timestamp=now,
             received_at=now,
-            payload={"probe": "." * 4096},
+            payload={"probe": "." * _PROBE_BYTES},
         )
         .returning(o.c.id)
     ).scalar_one()
@@ -92,7 +95,6 @@ _OUTBOX_COLUMNS = (
     "group_id",
     "previous_id",
     "name",
-    "day",
     "timestamp",
     "received_at",
     "traits",
@@ -148,17 +150,16 @@ def _claim_message_ids(database: Database, conn: Executor, messages: Sequence[Me
 
 
 def _outbox_row(message: Message, *, keep_payload: bool) -> tuple[object, ...]:
-    """The row of an action; without ``keep_payload`` its payload is JSON null (the column's
-    SQL NULL is not allowed)."""
+    """The row of an action. A messageId the buffer generated is not kept (nothing reads
+    it), nor, without ``keep_payload``, the payload: both are NULL, which takes no room."""
     return (
-        message.message_id,
+        None if message.generated_id else message.message_id,
         message.type,
         message.user_id,
         message.anonymous_id,
         message.group_id,
         message.previous_id,
         message.name,
-        message.day,
         message.timestamp,
         message.received_at,
         message.traits,

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from accoil_buffer.messages import EVENT_KINDS
 from accoil_buffer.reasons import Reason
 from accoil_buffer.store import schema
+from accoil_buffer.store.dialects import utc_day
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.outbox import record_drops
 from accoil_buffer.store.traits import KEYS_PER_QUERY, TraitMerge
@@ -44,13 +45,14 @@ _PROFILE_STEP = 50_000
 _ANALYZE_FROM = 10_000  # outbox rows waiting, about: below this a stale plan costs little
 # What a chunk's statements filter and group on. folded_at too: without its statistics the
 # planner takes "folded_at IS NULL" to match 0.5% of a chunk and sorts it instead of hashing.
-_PLANNED_ON = ("id", "folded_at", "type", "user_id", "anonymous_id", "group_id", "name", "day")
+_PLANNED_ON = ("id", "folded_at", "type", "user_id", "anonymous_id", "group_id", "name")
 
 o = schema.outbox
 links = schema.identity_links
 # Outbox rows joined to the link of their anonymousId, if any: the identity of an event.
 _linked_outbox = o.outerjoin(links, links.c.anonymous_id == o.c.anonymous_id)
 _subject = func.coalesce(o.c.user_id, links.c.user_id)
+_day = utc_day(o.c.timestamp)
 _unlinked = and_(o.c.user_id.is_(None), links.c.user_id.is_(None))
 
 
@@ -331,7 +333,7 @@ def _fold_counts(
         database,
         conn,
         select(
-            o.c.day,
+            _day,
             subject,
             o.c.type,
             o.c.name,
@@ -341,7 +343,7 @@ def _fold_counts(
         )
         .select_from(source)
         .where(chunk, is_event, subject.is_not(None))
-        .group_by(o.c.day, subject, o.c.type, o.c.name),
+        .group_by(_day, subject, o.c.type, o.c.name),
     )
 
     if not anonymous:
@@ -349,12 +351,10 @@ def _fold_counts(
     ac = schema.anonymous_counts
     stmt = database.dialect.insert(ac).from_select(
         ["day", "anonymous_id", "kind", "name", "count", "last_seen_at"],
-        select(
-            o.c.day, o.c.anonymous_id, o.c.type, o.c.name, func.count(), func.max(o.c.received_at)
-        )
+        select(_day, o.c.anonymous_id, o.c.type, o.c.name, func.count(), func.max(o.c.received_at))
         .select_from(_linked_outbox)
         .where(chunk, is_event, _unlinked)
-        .group_by(o.c.day, o.c.anonymous_id, o.c.type, o.c.name),
+        .group_by(_day, o.c.anonymous_id, o.c.type, o.c.name),
     )
     conn.execute(
         stmt.on_conflict_do_update(

@@ -40,6 +40,9 @@ metadata = MetaData(
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 # Traits are JSONB on PostgreSQL so `traits->>'email'` and equality work; text JSON on SQLite.
 Traits = JSON().with_variant(JSONB(), "postgresql")
+# The outbox's optional JSON: None is SQL NULL, which takes no room in a row.
+OptionalJSON = JSON(none_as_null=True)
+OptionalTraits = OptionalJSON.with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -75,23 +78,23 @@ outbox = Table(
     "accoil_outbox",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("message_id", ID, nullable=False),
+    Column(
+        "message_id", ID, comment="the messageId a client sent; NULL for one the buffer generated"
+    ),
     Column("type", String(16), nullable=False),
     Column("user_id", ID),
     Column("anonymous_id", ID),
     Column("group_id", ID),
     Column("previous_id", ID),
     Column("name", ID, nullable=False, comment="track event, or page/screen name ('' if none)"),
-    Column("day", Date, nullable=False, comment="UTC day of timestamp"),
     Column("timestamp", UTCDateTime, nullable=False, comment="skew-corrected event time"),
     Column("received_at", UTCDateTime, nullable=False),
-    Column("traits", Traits, comment="normalised traits of identify/group"),
+    Column("traits", OptionalTraits, comment="normalised traits of identify/group"),
     Column(
         "payload",
-        JSON,
-        nullable=False,
+        OptionalJSON,
         comment="the whole normalised message if kept for audit (outbox_retention_hours); "
-        "else JSON null",
+        "else NULL",
     ),
     Column("folded_at", UTCDateTime, comment="set when folded and kept for audit retention"),
     # Only rows kept for audit are indexed, for their pruning: unfolded rows are found by id

@@ -195,7 +195,7 @@ def test_a_sqlite_file_gives_back_the_space_a_fold_freed(tmp_path: Path) -> None
         _append_a_backlog(database)
         assert not database.give_back_space()  # nothing freed yet
         waiting = path.stat().st_size
-        assert fold(database).folded == 60_000
+        assert fold(database).folded == 150_000
         assert database.give_back_space()
         assert not database.give_back_space()  # once is enough
         with database.engine.connect() as conn:
@@ -229,8 +229,8 @@ def test_a_little_freed_space_is_kept_for_new_rows(database_url: str) -> None:
 
 
 def _append_a_backlog(database: Database) -> None:
-    """60,000 tracks: folded, they free more pages than a file keeps for reuse."""
-    for start in range(0, 60_000, 10_000):
+    """150,000 tracks: folded, they free more pages than a file keeps for reuse."""
+    for start in range(0, 150_000, 10_000):
         batch = [
             message(type="track", userId=f"u{i % 100}", event="E")
             for i in range(start, start + 10_000)

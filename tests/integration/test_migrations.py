@@ -83,3 +83,31 @@ def test_a_schema_from_a_newer_version_is_refused(empty_database_url: str) -> No
     database.dispose()
     with pytest.raises(SchemaError, match="newer version"):
         Buffer(empty_database_url, start=False)
+
+
+def test_the_outbox_copied_by_0009_keeps_its_rows_and_never_reuses_an_id(
+    empty_database_url: str,
+) -> None:
+    database = Database.open(Config(database_url=empty_database_url))
+    upgrade(database, "0008")
+    insert = text(
+        "INSERT INTO accoil_outbox (message_id, type, user_id, name, day, timestamp, "
+        "received_at, payload) VALUES (:m, 'track', 'u1', 'E', '2026-12-05', "
+        "'2026-12-05 10:00:00', '2026-12-05 10:00:00', 'null')"
+    )
+    with database.engine.begin() as conn:
+        for n in range(3):
+            conn.execute(insert, {"m": f"m{n}"})
+        # Folded, but for m1: the copy's highest id (2) is not the highest handed out (3).
+        conn.execute(text("DELETE FROM accoil_outbox WHERE message_id <> 'm1'"))
+    upgrade(database)
+    with database.engine.begin() as conn:
+        conn.execute(  # no day (derived from timestamp), and no id the buffer generated
+            text(
+                "INSERT INTO accoil_outbox (type, user_id, name, timestamp, received_at) "
+                "VALUES ('track', 'u1', 'E', '2026-12-05 10:00:00', '2026-12-05 10:00:00')"
+            )
+        )
+        rows = conn.execute(text("SELECT id, message_id FROM accoil_outbox ORDER BY id")).all()
+    database.dispose()
+    assert [tuple(row) for row in rows] == [(2, "m1"), (4, None)]
