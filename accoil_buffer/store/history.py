@@ -27,7 +27,7 @@ def daily(conn: Connection, today: date, days: int) -> dict[str, Any]:
         return values
 
     dc, ac, o, d = schema.daily_counts, schema.anonymous_counts, schema.outbox, schema.drops
-    received_on = utc_day(o.c.timestamp)
+    event_day = utc_day(o.c.timestamp)
     counted = conn.execute(
         select(dc.c.day, func.sum(dc.c.count), func.sum(dc.c.delivered_count))
         .where(dc.c.day.between(since, today))
@@ -39,11 +39,11 @@ def daily(conn: Connection, today: date, days: int) -> dict[str, Any]:
         .group_by(ac.c.day)
     ).all()
     unfolded = conn.execute(
-        select(received_on, func.count())
+        select(event_day, func.count())
         .where(
-            o.c.folded_at.is_(None), o.c.type.in_(EVENT_KINDS), received_on.between(since, today)
+            o.c.folded_at.is_(None), o.c.type.in_(EVENT_KINDS), event_day.between(since, today)
         )
-        .group_by(received_on)
+        .group_by(event_day)
     ).all()
     dropped: dict[str, list[tuple[date, int]]] = {}
     for day, reason, n in conn.execute(
