@@ -2,8 +2,8 @@
 
 Two bounds: rows waiting to be folded or forwarded (``max_outbox_rows``) and, on SQLite, the
 bytes the database file uses (``max_outbox_bytes``). Measuring is a query, so a bound is
-re-measured at most every 0.5 s while far from its limit and on every call within 10% of it;
-in between, what the calls add is counted in memory.
+re-measured at most every 0.5 s while far from its limit, in the background, and on every call
+within 10% of it, by that call; in between, what the calls add is counted in memory.
 """
 
 from __future__ import annotations
@@ -28,27 +28,46 @@ class Bound:
         self.key, self.limit, self.what = key, limit, what
         self._measure = measure
         self._known, self._at = 0, float("-inf")
-        self._lock = threading.Lock()  # guards _known and _at
+        self._lock = threading.Lock()  # guards _known, _at and _refreshing
         self._measuring = threading.Lock()  # held while a measurement is taken
+        self._refreshing = False  # a background measurement is on its way
 
     def fits(self, amount: int) -> bool:
-        """Whether ``amount`` more fits, measuring again if the last measurement is stale or
-        the bound is close. Far from the limit, a caller does not wait for a measurement
-        another is taking: the last one, plus what was added since, will do."""
+        """Whether ``amount`` more fits, measuring again if the bound is close. Far from the
+        limit, a caller never waits for a measurement (after the first): the last one, plus
+        what was added since, will do, and a stale one is taken again in the background. A
+        count under a busy writer can take seconds, and no request should wait for it."""
         if self.limit <= 0:
             return True
         with self._lock:
             close = self._known + amount > self.limit * _CLOSE
-            fresh = time.monotonic() - self._at <= _FRESH_FOR
-            if not close and (fresh or self._measuring.locked()):
+            measured = self._at > float("-inf")
+            if not close and (measured or self._measuring.locked()):
+                if time.monotonic() - self._at > _FRESH_FOR and not self._refreshing:
+                    self._refreshing = True
+                    threading.Thread(
+                        target=self._refresh, name=f"accoil-buffer-{self.key}", daemon=True
+                    ).start()
                 return True
+        return self._measured_known() + amount <= self.limit
+
+    def _refresh(self) -> None:
+        try:
+            self._measured_known()
+        finally:
+            with self._lock:
+                self._refreshing = False
+
+    def _measured_known(self) -> int:
+        """Measure, and return what is known: the measurement, or if it failed the last one
+        plus what was added since."""
         with self._measuring:
             known = self._known_now()
         with self._lock:
             if known is not None:
                 self._known = known
             self._at = time.monotonic()
-            return self._known + amount <= self.limit
+            return self._known
 
     def _known_now(self) -> int | None:
         try:

@@ -1,9 +1,13 @@
-"""A bound's measurement: when the database cannot answer it, and while it is taken."""
+"""A bound's measurement: when the database cannot answer it, while it is taken, and who waits."""
 
 from __future__ import annotations
 
 import threading
+import time
 
+import pytest
+
+from accoil_buffer import backpressure
 from accoil_buffer.backpressure import Bound
 from accoil_buffer.errors import StorageError
 
@@ -49,3 +53,36 @@ def test_far_from_the_limit_a_call_does_not_wait_for_a_measurement_in_progress()
         measuring.join(10)
         caller.join(10)
     assert bound.describe().startswith("100 rows waiting")  # the count, once it came
+
+
+def test_far_from_the_limit_a_stale_measurement_is_taken_in_the_background(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(backpressure, "_FRESH_FOR", 0.0)  # every measurement is stale at once
+    started, release = threading.Event(), threading.Event()
+    counts: list[int] = []
+
+    def count() -> int:
+        counts.append(100 * (len(counts) + 1))
+        if len(counts) == 2:
+            started.set()
+            release.wait(10)  # the second count is slow, as under a busy writer
+        return counts[-1]
+
+    bound = Bound("max_outbox_rows", 1_000_000, count, "rows waiting")
+    assert bound.fits(1)  # the first measurement is the caller's: nothing is known before it
+    answered: list[bool] = []
+    callers = [threading.Thread(target=lambda: answered.append(bound.fits(1))) for _ in range(2)]
+    try:
+        for caller in callers:
+            caller.start()
+            caller.join(2)
+        assert answered == [True, True]  # from what is known, while the count runs elsewhere
+        assert started.wait(10)
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while not bound.describe().startswith("200 rows waiting") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert bound.describe().startswith("200 rows waiting")  # the background count landed
+    assert counts == [100, 200]  # the second caller started no count of its own
