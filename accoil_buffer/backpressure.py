@@ -43,7 +43,8 @@ class Bound:
             close = self._known + amount > self.limit * _CLOSE
             measured = self._at > float("-inf")
             if not close and (measured or self._measuring.locked()):
-                if time.monotonic() - self._at > _FRESH_FOR and not self._refreshing:
+                stale = measured and time.monotonic() - self._at > _FRESH_FOR
+                if stale and not self._refreshing:
                     self._refreshing = True
                     threading.Thread(
                         target=self._refresh, name=f"accoil-buffer-{self.key}", daemon=True
