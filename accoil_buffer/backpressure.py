@@ -9,11 +9,14 @@ within 10% of it, by that call; in between, what the calls add is counted in mem
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from accoil_buffer.errors import BufferFull, StorageError
+from accoil_buffer.store.forks import if_alive
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,13 @@ class Bound:
     def __init__(self, key: str, limit: int, measure: Callable[[], int], what: str) -> None:
         self.key, self.limit, self.what = key, limit, what
         self._measure = measure
+        self._start_fresh()
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: if_alive(me, Bound._start_fresh))
+
+    def _start_fresh(self) -> None:
+        """Also in a forked child: a measurement under way at the fork never ends there, where
+        its thread does not exist, so it is forgotten with its locks and the parent's count."""
         self._known, self._at = 0, float("-inf")
         self._lock = threading.Lock()  # guards _known, _at and _refreshing
         self._measuring = threading.Lock()  # held while a measurement is taken

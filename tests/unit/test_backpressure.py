@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -10,6 +12,7 @@ import pytest
 from accoil_buffer import backpressure
 from accoil_buffer.backpressure import Bound
 from accoil_buffer.errors import StorageError
+from tests.support.processes import fork
 
 
 def test_a_failed_measurement_keeps_the_last_one_and_what_was_added_since() -> None:
@@ -86,3 +89,34 @@ def test_far_from_the_limit_a_stale_measurement_is_taken_in_the_background(
         time.sleep(0.01)
     assert bound.describe().startswith("200 rows waiting")  # the background count landed
     assert counts == [100, 200]  # the second caller started no count of its own
+
+
+def test_a_child_forked_during_a_background_count_measures_for_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(backpressure, "_FRESH_FOR", 0.0)  # every measurement is stale at once
+    parent = os.getpid()
+    started, release = threading.Event(), threading.Event()
+
+    def count() -> int:
+        if os.getpid() == parent and started.is_set():
+            release.wait(10)  # the parent's background count, under way at the fork
+        started.set()
+        return 100
+
+    bound = Bound("max_outbox_rows", 1_000, count, "rows waiting")
+    assert bound.fits(1)  # the first measurement, taken by the caller
+    assert bound.fits(1)  # the next is taken in the background, and waits
+    assert started.wait(10)
+
+    def child() -> None:
+        signal.alarm(10)  # a count that never ends kills the child, failing the test
+        assert bound.fits(850)  # close to the limit: the child counts, and finds room
+        assert bound.describe().startswith("100 rows waiting")
+
+    try:
+        pid = fork(child)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+    assert os.waitstatus_to_exitcode(status) == 0
