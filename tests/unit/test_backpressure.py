@@ -96,18 +96,20 @@ def test_a_child_forked_during_a_background_count_measures_for_itself(
 ) -> None:
     monkeypatch.setattr(backpressure, "_FRESH_FOR", 0.0)  # every measurement is stale at once
     parent = os.getpid()
-    started, release = threading.Event(), threading.Event()
+    counts: list[int] = []
+    counting, release = threading.Event(), threading.Event()
 
     def count() -> int:
-        if os.getpid() == parent and started.is_set():
+        counts.append(100)
+        if os.getpid() == parent and len(counts) == 2:
+            counting.set()
             release.wait(10)  # the parent's background count, under way at the fork
-        started.set()
         return 100
 
     bound = Bound("max_outbox_rows", 1_000, count, "rows waiting")
     assert bound.fits(1)  # the first measurement, taken by the caller
     assert bound.fits(1)  # the next is taken in the background, and waits
-    assert started.wait(10)
+    assert counting.wait(10)  # so the fork below happens while that count holds its lock
 
     def child() -> None:
         signal.alarm(10)  # a count that never ends kills the child, failing the test
