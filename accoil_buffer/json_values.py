@@ -59,6 +59,22 @@ def decode(body: bytes) -> tuple[JSON, bool]:
     return json.loads(body, parse_int=_bounded_int), False
 
 
+def plain_copy(value: Mapping[Any, Any]) -> tuple[dict[str, Any], bytes] | None:
+    """A copy of ``value`` made in C, by encoding and decoding it, and that encoding; None
+    unless the copy equals ``value``, that is, unless it held only JSON's own types and no
+    NUL, lone surrogate or non-finite number. Then ``clean`` would return the same, walking
+    it in Python; otherwise ``clean`` converts it or says what is wrong. Its nesting is
+    unchecked (``check_depth``)."""
+    try:
+        encoded = _ENCODER.encode(value)
+        if b"\\u0000" in encoded:
+            return None
+        copy = _DECODER.decode(encoded)
+        return (copy, encoded) if copy == value else None
+    except (TypeError, ValueError, RecursionError, msgspec.DecodeError):
+        return None  # a type msgspec cannot encode, a lone surrogate, or nesting past C's stack
+
+
 def clean(value: object, path: tuple[str, ...], depth: int = 0) -> Any:
     """Return a JSON-ready copy of ``value`` (datetimes, Decimals, UUIDs converted, as Segment's
     libraries do), rejecting what no database can store: NUL characters, lone surrogates,
@@ -92,8 +108,11 @@ def clean(value: object, path: tuple[str, ...], depth: int = 0) -> Any:
         if not math.isfinite(value):
             raise InvalidMessage(dotted(path), f"{value!r} is not a JSON number (too large?)")
         return value
-    if isinstance(value, bool | int | str):
-        return clean(value, path, depth)  # a subclass: treated as its base type
+    # A subclass (an IntEnum or a StrEnum, say) is stored as its base type's value.
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, str):
+        return clean(str.__str__(value), path, depth)
     if isinstance(value, Decimal):
         return clean(float(value), path, depth)
     if isinstance(value, datetime | date):
@@ -101,6 +120,13 @@ def clean(value: object, path: tuple[str, ...], depth: int = 0) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     raise InvalidMessage(dotted(path), f"has a value of type {kind.__name__} that is not JSON")
+
+
+def check_depth(value: dict[str, Any], encoded: bytes, path: tuple[str, ...]) -> None:
+    """``check_nesting`` for a plain object encoded as ``encoded``, walked only when it holds
+    enough brackets to nest too deep: a message rarely has more than a few."""
+    if encoded.count(b"{") + encoded.count(b"[") > MAX_DEPTH:
+        check_nesting(value, path)
 
 
 def check_nesting(value: dict[str, Any] | list[Any], path: tuple[str, ...], depth: int = 0) -> None:

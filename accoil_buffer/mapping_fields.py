@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
+
+from msgspec.structs import replace
 
 from accoil_buffer.errors import InvalidMessage
 from accoil_buffer.messages import Message, as_id, normalise_traits, parse_timestamp

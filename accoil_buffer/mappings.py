@@ -23,8 +23,10 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from collections.abc import Mapping as AnyMapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec.structs import replace
 
 from accoil_buffer.errors import ConfigError, InvalidMessage
 from accoil_buffer.mapping_fields import BUILDERS, GROUP_TRAITS, IDENTIFY_TRAITS

@@ -40,9 +40,7 @@ def daily(conn: Connection, today: date, days: int) -> dict[str, Any]:
     ).all()
     unfolded = conn.execute(
         select(event_day, func.count())
-        .where(
-            o.c.folded_at.is_(None), o.c.type.in_(EVENT_KINDS), event_day.between(since, today)
-        )
+        .where(o.c.folded_at.is_(None), o.c.type.in_(EVENT_KINDS), event_day.between(since, today))
         .group_by(event_day)
     ).all()
     dropped: dict[str, list[tuple[date, int]]] = {}
