@@ -110,21 +110,20 @@ class Backpressure:
         self._timeout, self._refuse = timeout, refuse
 
     def make_room(self, messages: int, size: int) -> None:
-        deadline = time.monotonic() + self._timeout
+        deadline = None  # set at the first wait: most calls fit at once
         while True:
-            full = [
-                bound
-                for bound, amount in ((self._rows, messages), (self._size, size))
-                if not bound.fits(amount)
-            ]
-            if not full:
+            rows_fit, size_fits = self._rows.fits(messages), self._size.fits(size)
+            if rows_fit and size_fits:
                 self._rows.take(messages)
                 self._size.take(size)
                 return
+            if deadline is None:
+                deadline = time.monotonic() + self._timeout
             if time.monotonic() >= deadline:
                 self._refuse(messages)
+                full = self._size if rows_fit else self._rows
                 raise BufferFull(
-                    f"the buffer is full ({full[0].describe()}); the call was refused and "
+                    f"the buffer is full ({full.describe()}); the call was refused and "
                     "counted. Is the fold running, and can delivery reach Accoil?"
                 )
             time.sleep(0.05)
