@@ -46,6 +46,8 @@ class Dialect(ABC):
     fold_batch_size: ClassVar[int]  # outbox rows folded per transaction unless configured
     keeps_comments: ClassVar[bool]  # whether tables and columns keep their comments
     alters_in_batch: ClassVar[bool]  # whether ALTER TABLE must copy the table (Alembic batch)
+    # Whether a NULL costs the driver more bound than written into the statement.
+    binds_null_slowly: ClassVar[bool]
 
     def __init__(self, sqlalchemy_dialect: SQLAlchemyDialect) -> None:
         self._sqlalchemy = sqlalchemy_dialect
@@ -146,6 +148,9 @@ class SQLiteDialect(Dialect):
     fold_batch_size = 50_000
     keeps_comments = False
     alters_in_batch = True
+    # CPython's sqlite3 module adapts a bound None through two failed attribute lookups,
+    # each formatting an AttributeError: more than the rest of an outbox row costs.
+    binds_null_slowly = True
 
     def to_driver(self, column: Column[Any]) -> Callable[[Any], Any] | None:
         # The types' own conversions are slow on SQLite: the same text, made faster here.
@@ -256,6 +261,7 @@ class PostgresDialect(Dialect):
     fold_batch_size = 200_000
     keeps_comments = True
     alters_in_batch = False
+    binds_null_slowly = False
 
     def insert(self, table: Table) -> Insert:
         return dialect_postgresql.insert(table)

@@ -135,11 +135,14 @@ class DirectInsert:
         converters = [dialect.to_driver(table.c[name]) for name in names]
         self._converters = [(i, c) for i, c in enumerate(converters) if c is not None]
         self._head = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES "
+        self._placeholder = dialect.placeholder
         self._row = f"({', '.join([dialect.placeholder] * len(names))})"
         self._on_conflict = on_conflict
         self._returning = returning
         # One row's statement, for executemany and for run_one.
         self._one_row = self._head + self._row + on_conflict
+        self._null_literals = dialect.binds_null_slowly
+        self._with_nulls: dict[tuple[int, ...], str] = {}  # by the columns still bound
 
     def _values(self, row: Sequence[object]) -> tuple[object, ...]:
         values = list(row)
@@ -154,7 +157,7 @@ class DirectInsert:
         for start in range(0, len(rows), _SLICE):
             part = [self._values(row) for row in rows[start : start + _SLICE]]
             if not self._returning:
-                conn.exec_driver_sql(self._one_row, part)
+                conn.exec_driver_sql(*self._nulls_written(part))
                 continue
             rows_sql = ", ".join([self._row] * len(part))
             sql = self._head + rows_sql + self._on_conflict + self._returning
@@ -165,4 +168,26 @@ class DirectInsert:
     def run_one(self, conn: Executor, row: Sequence[object]) -> bool:
         """Insert one row without its RETURNING clause, which costs more to read back than the
         insert itself; whether it was inserted (not skipped by the ON CONFLICT clause)."""
-        return conn.exec_driver_sql(self._one_row, self._values(row)).rowcount > 0
+        statement, (values,) = self._nulls_written([self._values(row)])
+        return conn.exec_driver_sql(statement, values).rowcount > 0
+
+    def _nulls_written(
+        self, part: list[tuple[object, ...]]
+    ) -> tuple[str, list[tuple[object, ...]]]:
+        """The one-row statement for ``part``, with NULL written into it for each column that
+        is NULL in every row where the driver binds NULL slowly, and the values left to bind.
+        Rows are transposed in C: picking the columns costs less than a NULL bound."""
+        if not self._null_literals:
+            return self._one_row, part
+        columns = list(zip(*part, strict=True))
+        bound = tuple(i for i, values in enumerate(columns) if values.count(None) != len(part))
+        if len(bound) == len(columns):
+            return self._one_row, part
+        statement = self._with_nulls.get(bound)
+        if statement is None:
+            marks = [self._placeholder if i in bound else "NULL" for i in range(len(columns))]
+            statement = self._head + f"({', '.join(marks)})" + self._on_conflict
+            self._with_nulls[bound] = statement
+        if not bound:
+            return statement, [()] * len(part)
+        return statement, list(zip(*(columns[i] for i in bound), strict=True))

@@ -93,6 +93,28 @@ def test_an_upsert_replaces_bumps_and_keeps(database_url: str) -> None:
     assert (row.first_seen_at, row.last_timestamp) == (NOW, NOW)  # not named: left alone
 
 
+def test_nulls_are_stored_as_null_and_in_order_however_they_are_sent(database_url: str) -> None:
+    """Where the driver binds NULL slowly (SQLite), a column NULL in every row of a statement
+    is written into it; what is stored, and in which order, must not change."""
+    o = schema.outbox
+    names = ("message_id", "type", "user_id", "anonymous_id", "group_id", "name", "timestamp")
+    first = (None, "track", "u1", None, None, "E", NOW)
+    rows = [
+        first,
+        ("m2", "identify", "u2", None, None, "", NOW),
+        (None, "track", None, "a3", None, "E", NOW),
+    ]
+    with opened(database_url) as database:
+        insert = DirectInsert(database.dialect, o, (*names, "received_at"))
+        with database.write() as conn:
+            insert.run(conn, [(*row, NOW) for row in rows])  # group_id NULL in every row
+            insert.run(conn, [(*first, NOW)] * 2)  # and message_id and anonymous_id
+            assert insert.run_one(conn, (*rows[2], NOW))
+        with database.engine.connect() as conn:
+            stored = conn.execute(select(*(o.c[n] for n in names)).order_by(o.c.id)).all()
+    assert [tuple(row) for row in stored] == [*rows, first, first, rows[2]]
+
+
 def test_drop_counters_add_through_the_dialects_upsert(database_url: str) -> None:
     d = schema.drops
     with opened(database_url) as database:
