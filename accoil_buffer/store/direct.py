@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, Table
@@ -142,7 +143,7 @@ class DirectInsert:
         # One row's statement, for executemany and for run_one.
         self._one_row = self._head + self._row + on_conflict
         self._null_literals = dialect.binds_null_slowly
-        self._with_nulls: dict[tuple[int, ...], str] = {}  # by the columns still bound
+        self._with_nulls: dict[tuple[bool, ...], tuple[str, tuple[int, ...]]] = {}
 
     def _values(self, row: Sequence[object]) -> tuple[object, ...]:
         values = list(row)
@@ -176,18 +177,25 @@ class DirectInsert:
     ) -> tuple[str, list[tuple[object, ...]]]:
         """The one-row statement for ``part``, with NULL written into it for each column that
         is NULL in every row where the driver binds NULL slowly, and the values left to bind.
-        Rows are transposed in C: picking the columns costs less than a NULL bound."""
+        Every loop here runs in C (map, zip): picking the columns costs less than a NULL bound."""
         if not self._null_literals:
             return self._one_row, part
         columns = list(zip(*part, strict=True))
-        bound = tuple(i for i, values in enumerate(columns) if values.count(None) != len(part))
-        if len(bound) == len(columns):
+        all_null = tuple(map(len(part).__eq__, map(tuple.count, columns, repeat(None))))
+        if not any(all_null):
             return self._one_row, part
-        statement = self._with_nulls.get(bound)
-        if statement is None:
-            marks = [self._placeholder if i in bound else "NULL" for i in range(len(columns))]
-            statement = self._head + f"({', '.join(marks)})" + self._on_conflict
-            self._with_nulls[bound] = statement
+        statement, bound = self._with_nulls.get(all_null) or self._remember(all_null)
         if not bound:
             return statement, [()] * len(part)
-        return statement, list(zip(*(columns[i] for i in bound), strict=True))
+        return statement, list(zip(*map(columns.__getitem__, bound), strict=True))
+
+    def _remember(self, all_null: tuple[bool, ...]) -> tuple[str, tuple[int, ...]]:
+        """The statement with NULL written in for the columns ``all_null`` marks, and the
+        positions of the columns still bound."""
+        marks = ["NULL" if null else self._placeholder for null in all_null]
+        made = (
+            self._head + f"({', '.join(marks)})" + self._on_conflict,
+            tuple(i for i, null in enumerate(all_null) if not null),
+        )
+        self._with_nulls[all_null] = made
+        return made
