@@ -24,6 +24,8 @@ JSON = Any
 MAX_DEPTH = 32
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder()
+# How JSON text holds a NUL, which no database stores: text with it goes through clean.
+_NUL_ESCAPE = b"\\u0000"
 
 
 def encode(value: JSON) -> bytes:
@@ -48,7 +50,7 @@ def decode(body: bytes) -> tuple[JSON, bool]:
     wrong with it. An integer past Python's digit limit becomes infinity, so that it is
     refused as its own message's out-of-range number instead of failing the batch around it."""
     try:
-        return _DECODER.decode(body), b"\\u0000" not in body
+        return _DECODER.decode(body), _NUL_ESCAPE not in body
     except msgspec.DecodeError:
         pass  # the standard library reads other encodings, NaN and lone surrogates, or says why
     try:
@@ -67,7 +69,7 @@ def plain_copy(value: Mapping[Any, Any]) -> tuple[dict[str, Any], bytes] | None:
     unchecked (``check_depth``)."""
     try:
         encoded = _ENCODER.encode(value)
-        if b"\\u0000" in encoded:
+        if _NUL_ESCAPE in encoded:
             return None
         copy = _DECODER.decode(encoded)
         return (copy, encoded) if copy == value else None
