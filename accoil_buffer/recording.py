@@ -47,20 +47,32 @@ def record(
     rejected: int = 0,
     day: date | None = None,
 ) -> Recorded:
-    """Store ``messages`` once each, as the actions ``mappings`` make of them, inside the
-    caller's transaction, and count under ``day`` (by default the day the first message was
-    received) what was not stored or was corrected, ``rejected`` invalid messages of the same
-    batch included."""
+    """Store ``messages`` once each per batch, as the actions ``mappings`` make of them,
+    inside the caller's transaction (a messageId seen in an earlier batch is dropped by the
+    fold, unless it is checked on arrival: see ``outbox.claim_now``), and count under ``day``
+    (by default the day the first message was received) what was not stored or was
+    corrected, ``rejected`` invalid messages of the same batch included."""
     if not messages and not rejected:
         return Recorded(0, 0, 0)
-    fresh = outbox.claim(database, conn, messages)
-    deliverable = [m for m in fresh if m.deliverable]
+    # A message that integrations turn off is not stored, so it does not take its id.
+    kept = [m for m in messages if m.deliverable]
+    filtered = len(messages) - len(kept)
+    deliverable = outbox.first_of_each(kept)
     routed = mappings.route(deliverable)
-    outbox.append(database, conn, routed.rows, routed.posts, keep_payloads=keep_payloads)
+    checked = outbox.checked_on_arrival(routed.rows, routed.posts)
+    seen = outbox.claim_now(
+        database, conn, [m for m in deliverable if m.message_id in checked] if checked else ()
+    )
+    if seen:  # rare: a message that makes a post, sent again
+        deliverable = [m for m in deliverable if m.message_id not in seen]
+        routed = mappings.route(deliverable)
+    outbox.append(
+        database, conn, routed.rows, routed.posts, keep_payloads=keep_payloads, checked=checked
+    )
     result = Recorded(
         stored=len(deliverable),
-        duplicates=len(messages) - len(fresh),
-        filtered=len(fresh) - len(deliverable),
+        duplicates=len(messages) - filtered - len(deliverable),
+        filtered=filtered,
     )
     counts = routed.counts
     counts[Reason.DUPLICATE_MESSAGE_ID] += result.duplicates

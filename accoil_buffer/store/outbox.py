@@ -1,9 +1,16 @@
-"""Appending accepted messages to the outbox, idempotently by messageId, and the drop counters."""
+"""Appending accepted messages to the outbox, the ledger claims made on arrival, and the drop
+counters.
+
+A client messageId is checked against the ledger (``accoil_message_ids``) when its row is
+folded (``rollup``), in one sorted insert per chunk: claiming each id on arrival cost an
+indexed insert at a random place in the ledger per message, most of a sidecar request's
+write. Only what the fold cannot check is claimed here.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import NamedTuple
 
@@ -16,24 +23,46 @@ from accoil_buffer.store.direct import DirectInsert, Executor
 from accoil_buffer.store.engine import Database
 
 
-def claim(database: Database, conn: Executor, messages: Sequence[Message]) -> list[Message]:
-    """The messages seen for the first time: the first of each messageId in the batch, claimed
-    in the ledger inside the caller's transaction.
-
-    The claim is an INSERT … ON CONFLICT DO NOTHING whose RETURNING (or, for a single message,
-    its row count) names the new ids, so two processes that receive the same message at once
-    still store it once. A messageId the buffer generated cannot have been seen: it is not
-    claimed, which spares most calls the ledger's indexed insert.
-    """
+def first_of_each(messages: Sequence[Message]) -> list[Message]:
+    """The first message of each messageId in the batch; the rest are duplicates."""
     if all(m.generated_id for m in messages):
         return list(messages)
     first_by_id: dict[str, Message] = {}
     for message in messages:
         first_by_id.setdefault(message.message_id, message)
-    unique = list(first_by_id.values())
-    given = [m for m in unique if not m.generated_id]
-    claimed = _claim_message_ids(database, conn, given)
-    return [m for m in unique if m.generated_id or m.message_id in claimed]
+    return list(first_by_id.values())
+
+
+def claim_now(database: Database, conn: Executor, messages: Sequence[Message]) -> set[str]:
+    """Claim the messageIds of ``messages`` in the ledger inside the caller's transaction;
+    returns the ids seen before.
+
+    Only a message that the fold cannot check is claimed on arrival: one that makes a post
+    or several outbox rows. The claim is an INSERT … ON CONFLICT DO NOTHING whose RETURNING
+    (or, for a single message, its row count) names the new ids, so two processes that
+    receive the same message at once still store it once.
+    """
+    given = [m for m in messages if not m.generated_id]
+    if not given:
+        return set()
+    ledger = _inserts(database).ledger
+    if len(given) == 1:  # a call in sync mode, or inside the app's own transaction
+        (message,) = given
+        claimed = ledger.run_one(conn, (message.message_id, message.received_at))
+        return set() if claimed else {message.message_id}
+    new = set(ledger.run(conn, [(m.message_id, m.received_at) for m in given]))
+    return {m.message_id for m in given} - new
+
+
+def checked_on_arrival(rows: Sequence[Message], posts: Sequence[Message]) -> set[str]:
+    """The client messageIds the fold cannot check: those of a post (sent without a fold)
+    or of more than one row (the fold tells one arrival from another by row)."""
+    ids = {p.message_id for p in posts if not p.generated_id}
+    seen: set[str] = set()
+    for row in rows:
+        if not row.generated_id:
+            (ids if row.message_id in seen else seen).add(row.message_id)
+    return ids
 
 
 def append(
@@ -43,16 +72,19 @@ def append(
     posts: Sequence[Message] = (),
     *,
     keep_payloads: bool = False,
+    checked: Collection[str] = (),
 ) -> None:
     """Insert actions already routed by the mappings, inside the caller's transaction: ``rows``
     to fold go to the outbox, ``posts`` (Post to Accoil) to ``accoil_outbox_posts``.
 
-    An outbox row keeps the whole message (properties, context) only with ``keep_payloads``
-    (audit retention): the fold never reads it, so by default it is never written to disk.
+    A row keeps its client messageId for the fold to check against the ledger, unless it
+    was ``checked`` on arrival. It keeps the whole message (properties, context) only with
+    ``keep_payloads`` (audit retention): the fold never reads it, so by default it is never
+    written to disk.
     """
     inserts = _inserts(database)
     if rows:
-        inserts.outbox.run(conn, [_outbox_row(m, keep_payload=keep_payloads) for m in rows])
+        inserts.outbox.run(conn, [_outbox_row(m, keep_payloads, checked) for m in rows])
     if posts:
         inserts.posts.run(conn, [_post_row(m) for m in posts])
 
@@ -140,20 +172,15 @@ def _inserts(database: Database) -> _Inserts:
     return _INSERTS[kind]
 
 
-def _claim_message_ids(database: Database, conn: Executor, messages: Sequence[Message]) -> set[str]:
-    ledger = _inserts(database).ledger
-    if len(messages) == 1:  # a call in sync mode, or inside the app's own transaction
-        (message,) = messages
-        claimed = ledger.run_one(conn, (message.message_id, message.received_at))
-        return {message.message_id} if claimed else set()
-    return set(ledger.run(conn, [(m.message_id, m.received_at) for m in messages]))
-
-
-def _outbox_row(message: Message, *, keep_payload: bool) -> tuple[object, ...]:
-    """The row of an action. A messageId the buffer generated is not kept (nothing reads
-    it), nor, without ``keep_payload``, the payload: both are NULL, which takes no room."""
+def _outbox_row(
+    message: Message, keep_payload: bool, checked: Collection[str]
+) -> tuple[object, ...]:
+    """The row of an action. A messageId the buffer generated, or one already checked, is
+    not kept (nothing reads it), nor, without ``keep_payload``, the payload: both are NULL,
+    which takes no room."""
+    unchecked = not message.generated_id and message.message_id not in checked
     return (
-        None if message.generated_id else message.message_id,
+        message.message_id if unchecked else None,
         message.type,
         message.user_id,
         message.anonymous_id,

@@ -114,15 +114,16 @@ def _fold_chunk(
     chunk = _unfolded(low, hi)
     # Which types the chunk holds (and how many carry no userId), so that statements with
     # nothing to do are skipped: a chunk of track events needs only the counts.
-    present: dict[str, int] = dict(
-        conn.execute(
-            select(o.c.type, func.count().filter(o.c.user_id.is_(None)))
-            .where(chunk)
-            .group_by(o.c.type)
-        ).all()
-    )
-    if not present:
+    kinds = conn.execute(
+        select(o.c.type, func.count().filter(o.c.user_id.is_(None)), func.count(o.c.message_id))
+        .where(chunk)
+        .group_by(o.c.type)
+    ).all()
+    if not kinds:
         return 0
+    present: dict[str, int] = {kind: anonymous for kind, anonymous, _ in kinds}
+    if any(given for _, _, given in kinds):
+        _drop_duplicates(database, conn, chunk)
     if present.keys() & {"identify", "group", "alias"}:
         for step in range(low, hi + 1, _PROFILE_STEP):
             _fold_profiles(database, conn, present, now, step, min(hi, step + _PROFILE_STEP - 1))
@@ -132,6 +133,44 @@ def _fold_chunk(
     if settings.outbox_retention > timedelta(0):
         return conn.execute(update(o).where(chunk).values(folded_at=now)).rowcount
     return conn.execute(delete(o).where(chunk)).rowcount
+
+
+def _drop_duplicates(database: Database, conn: Connection, chunk: ColumnElement[bool]) -> None:
+    """Delete the chunk's rows whose client messageId the ledger already holds, or an earlier
+    row of the chunk holds, counting them on the day they arrived; then claim the rest's ids,
+    sorted, so that the ledger's index is written page by page rather than at random."""
+    ids = schema.message_ids
+    given = and_(chunk, o.c.message_id.is_not(None))
+    ranked = (
+        select(
+            o.c.id,
+            o.c.message_id,
+            o.c.received_at,
+            func.row_number().over(partition_by=o.c.message_id, order_by=o.c.id).label("nth"),
+        )
+        .where(given)
+        .subquery()
+    )
+    copies = (
+        select(ranked.c.id, ranked.c.received_at)
+        .where(or_(ranked.c.nth > 1, exists().where(ids.c.message_id == ranked.c.message_id)))
+        .subquery()
+    )
+    received = utc_day(copies.c.received_at)
+    days = conn.execute(select(received, func.count()).group_by(received)).all()
+    if days:
+        conn.execute(delete(o).where(o.c.id.in_(select(copies.c.id))))
+        drops: Counter[tuple[date, str]] = Counter(
+            {(day, Reason.DUPLICATE_MESSAGE_ID): n for day, n in days}
+        )
+        record_drops(database, conn, drops)
+    claim = database.dialect.insert(ids).from_select(
+        ["message_id", "received_at"],
+        select(o.c.message_id, o.c.received_at).where(given).order_by(o.c.message_id),
+    )
+    # Nothing should conflict; a message claimed on arrival by a process configured with
+    # other mappings might.
+    conn.execute(claim.on_conflict_do_nothing(index_elements=[ids.c.message_id]))
 
 
 def _unfolded(low: int, hi: int) -> ColumnElement[bool]:

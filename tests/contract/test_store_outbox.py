@@ -4,32 +4,65 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from accoil_buffer.mappings import Mappings
 from accoil_buffer.reasons import Reason
-from accoil_buffer.recording import Recorded
+from accoil_buffer.recording import Recorded, record
 from accoil_buffer.store import outbox, schema
 from accoil_buffer.store.dialects import utc_day
-from tests.contract import NOW, TODAY, append, message, opened
+from tests.contract import NOW, TODAY, append, fold, message, opened
 from tests.support import tables
 
 
-def test_a_message_id_is_stored_once_within_a_batch_and_across_batches(
+def test_a_message_id_is_stored_once_within_a_batch_and_folded_once_across_batches(
     database_url: str,
 ) -> None:
     first = message(type="track", userId="u1", event="E", messageId="m1")
     second = message(type="track", userId="u2", event="E", messageId="m2")
     with opened(database_url) as database:
-        result = append(database, [first, second, first])
-        assert result == Recorded(stored=2, duplicates=1, filtered=0)
-        # One message alone takes the single-row claim; a batch the multi-row one.
-        assert append(database, [first]) == Recorded(0, 1, 0)
-        assert append(database, [first, second]) == Recorded(0, 2, 0)
-    assert tables.outbox_size(database_url) == 2
+        assert append(database, [first, second, first]) == Recorded(2, 1, 0)
+        # Seen in an earlier batch: stored, for the fold to drop.
+        assert append(database, [first]) == Recorded(1, 0, 0)
+        assert append(database, [first, second]) == Recorded(2, 0, 0)
+        assert tables.outbox_size(database_url) == 5
+        assert fold(database).folded == 2
+        assert append(database, [second]) == Recorded(1, 0, 0)
+        assert fold(database).folded == 0  # the ledger still knows it once folded
+    assert tables.counts(database_url) == {
+        (TODAY, "u1", "track", "E"): 1,
+        (TODAY, "u2", "track", "E"): 1,
+    }
+    assert tables.outbox_size(database_url) == 0
     assert tables.table_count(database_url, schema.message_ids) == 2
-    assert tables.drops(database_url) == {Reason.DUPLICATE_MESSAGE_ID: 4}
+    assert tables.drops(database_url) == {Reason.DUPLICATE_MESSAGE_ID: 5}
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+def test_a_message_sent_again_is_folded_once_however_the_outbox_is_chunked(
+    database_url: str, batch_size: int
+) -> None:
+    later = NOW + timedelta(minutes=1)
+    sent = [
+        message(type="track", userId="u1", event="E", messageId="m1"),
+        message(type="track", userId="u2", event="E"),
+        message(later, type="track", userId="u1", event="E", messageId="m1"),
+        message(later, type="identify", userId="u3", messageId="m3", traits={"plan": "a"}),
+        message(later, type="identify", userId="u3", messageId="m3", traits={"plan": "b"}),
+    ]
+    with opened(database_url) as database:
+        for one in sent:
+            append(database, [one])
+        assert fold(database, batch_size=batch_size).folded == 3
+    assert tables.counts(database_url) == {
+        (TODAY, "u1", "track", "E"): 1,
+        (TODAY, "u2", "track", "E"): 1,
+    }
+    assert tables.users(database_url)["u3"] == {"plan": "a"}  # the first arrival's traits
+    assert tables.drops(database_url) == {Reason.DUPLICATE_MESSAGE_ID: 2}
 
 
 def test_a_message_id_the_buffer_generated_is_stored_without_a_ledger_row(
@@ -42,22 +75,53 @@ def test_a_message_id_the_buffer_generated_is_stored_without_a_ledger_row(
     with opened(database_url) as database:
         assert append(database, generated[:1]) == Recorded(stored=1, duplicates=0, filtered=0)
         assert append(database, [*generated[1:], given, given]) == Recorded(3, 1, 0)
-    assert tables.outbox_size(database_url) == 4
+        assert tables.table_count(database_url, schema.message_ids) == 0  # until folded
+        fold(database)
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 4}
     assert tables.table_count(database_url, schema.message_ids) == 1  # only the given id
 
 
-def test_a_message_that_excludes_accoil_is_claimed_but_not_stored(database_url: str) -> None:
+def test_a_message_that_excludes_accoil_is_filtered_each_time(database_url: str) -> None:
     excluded = message(
         type="track", userId="u1", event="E", messageId="m1", integrations={"All": False}
     )
     with opened(database_url) as database:
         assert append(database, [excluded]) == Recorded(0, 0, 1)
-        assert append(database, [excluded]) == Recorded(0, 1, 0)  # seen already
+        assert append(database, [excluded]) == Recorded(0, 0, 1)
     assert tables.outbox_size(database_url) == 0
-    assert tables.drops(database_url) == {
-        Reason.FILTERED_INTEGRATIONS: 1,
-        Reason.DUPLICATE_MESSAGE_ID: 1,
-    }
+    assert tables.table_count(database_url, schema.message_ids) == 0
+    assert tables.drops(database_url) == {Reason.FILTERED_INTEGRATIONS: 2}
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        {"name": "Forward", "action": "post", "trigger": 'type = "track"'},
+        {"name": "Plans", "action": "track", "fields": {"event": "$.properties.plan"}},
+    ],
+    ids=["a post", "two rows"],
+)
+def test_a_message_the_fold_cannot_check_is_claimed_on_arrival(
+    database_url: str, second: dict[str, Any]
+) -> None:
+    mappings = Mappings.load([{"name": "Track Calls", "action": "track"}, second])
+    sent = message(type="track", userId="u1", event="E", messageId="m1", properties={"plan": "pro"})
+
+    def record_once() -> Recorded:
+        with database.direct_write() as conn:
+            return record(database, conn, [sent], mappings=mappings)
+
+    with opened(database_url) as database:
+        assert record_once() == Recorded(1, 0, 0)
+        assert tables.table_count(database_url, schema.message_ids) == 1
+        assert record_once() == Recorded(0, 1, 0)
+        fold(database)
+    # Its own rows are not taken for a second arrival: every action is folded.
+    expected = {(TODAY, "u1", "track", "E"): 1}
+    if second["action"] == "track":
+        expected[(TODAY, "u1", "track", "pro")] = 1
+    assert tables.counts(database_url) == expected
+    assert tables.drops(database_url) == {Reason.DUPLICATE_MESSAGE_ID: 1}
 
 
 def test_rejected_messages_are_counted_on_the_day_given(database_url: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Column, Date, create_engine, text
 
 from accoil_buffer import Buffer, Config, InvalidMessage, StorageError
+from accoil_buffer.reasons import Reason
 from accoil_buffer.store import rollup, schema
 from accoil_buffer.store.engine import Database
 from tests.support import tables
@@ -508,7 +509,13 @@ def test_a_driver_error_while_storing_is_a_storage_error_and_stores_nothing(
                 conn.exec_driver_sql(statement.format(table=table))
 
     batch = [{"type": "track", "userId": "u1", "event": "E", "messageId": f"m{i}"} for i in (2, 3)]
-    with Buffer(database_url, start=False, clock=clock, durability="sync") as buf:
+    # A message that makes a post claims its messageId on arrival: the ledger is written
+    # in the call's own transaction.
+    forward = [
+        {"name": "Track Calls", "action": "track"},
+        {"name": "Forward", "action": "post", "trigger": 'type = "track"'},
+    ]
+    with Buffer(database_url, start=False, clock=clock, durability="sync", mappings=forward) as buf:
         run(_REFUSE[kind])
         with pytest.raises(StorageError, match="refused by a trigger"):
             buf.track("u1", "E", message_id="m1")  # one message: its own statements
@@ -522,6 +529,33 @@ def test_a_driver_error_while_storing_is_a_storage_error_and_stores_nothing(
     admin.dispose()
     assert (report.stored, report.duplicates) == (2, 0)
     assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 3}
+
+
+def test_a_fold_that_cannot_claim_its_message_ids_folds_nothing_until_it_can(
+    database_url: str, clock: Clock
+) -> None:
+    kind = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    admin = create_engine(database_url)
+
+    def run(statements: list[str]) -> None:
+        with admin.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement.format(table="accoil_message_ids"))
+
+    sent = {"type": "track", "userId": "u1", "event": "E", "messageId": "m1"}
+    with Buffer(database_url, start=False, clock=clock) as buf:
+        buf.ingest_many([sent, {**sent, "messageId": "m2"}])
+        buf.ingest_many([sent])
+        run(_REFUSE[kind])
+        with pytest.raises(StorageError, match="refused by a trigger"):
+            buf.flush()
+        assert tables.outbox_size(database_url) == 3
+        assert tables.counts(database_url) == {}
+        run(_ALLOW[kind])
+        buf.flush()
+    admin.dispose()
+    assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 2}
+    assert tables.drops(database_url) == {Reason.DUPLICATE_MESSAGE_ID: 1}
 
 
 def test_postgres_connections_dropped_by_the_server_are_replaced(

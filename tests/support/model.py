@@ -30,11 +30,10 @@ class Model:
 
     def apply(self, message: dict[str, Any]) -> None:
         """Apply one valid message that carries its messageId and timestamp."""
-        if message["messageId"] in self.seen:
+        # A message that integrations turn off for Accoil is not stored: its id is not kept.
+        if message["messageId"] in self.seen or not is_deliverable(message.get("integrations")):
             return
         self.seen.add(message["messageId"])
-        if not is_deliverable(message.get("integrations")):
-            return
         kind = message["type"]
         user: str = message.get("userId") or ""
         anonymous: str = message.get("anonymousId") or ""

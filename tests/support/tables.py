@@ -6,7 +6,7 @@ import re
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, select, union
 
 from accoil_buffer.store import schema
 
@@ -70,6 +70,25 @@ def outbox_payloads(url: str) -> list[Any]:
 
 def outbox_size(url: str) -> int:
     return int(_rows(url, select(func.count()).select_from(schema.outbox))[0][0])
+
+
+def outbox_message_ids(url: str) -> list[str]:
+    """The client messageIds of the rows waiting to be folded (and checked against the ledger)."""
+    o = schema.outbox
+    return [
+        row.message_id
+        for row in _rows(url, select(o.c.message_id).where(o.c.message_id.is_not(None)))
+    ]
+
+
+def message_ids_kept(url: str, wanted: list[str]) -> set[str]:
+    """Which of ``wanted`` the buffer holds: in a row waiting to be folded, or in the ledger."""
+    o, ledger = schema.outbox, schema.message_ids
+    statement = union(
+        select(o.c.message_id).where(o.c.message_id.in_(wanted)),
+        select(ledger.c.message_id).where(ledger.c.message_id.in_(wanted)),
+    )
+    return {row.message_id for row in _rows(url, statement)}
 
 
 def counted_and_waiting(url: str) -> int:
