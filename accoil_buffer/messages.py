@@ -207,7 +207,7 @@ def _storable_copy(raw: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
 def new_message_id() -> str:
     """A UUID version 7 (RFC 9562): 48 bits of Unix time in milliseconds, then 74 random bits.
 
-    Time-ordered, so the messageId ledger's index grows at its end instead of at random pages.
+    Unique by construction, so the ledger never looks it up; ordered by the time it was made.
     """
     value = (time.time_ns() // 1_000_000) << 80 | _ID_BITS.getrandbits(80)
     value = value & ~(0xF << 76) | 0x7 << 76  # version 7

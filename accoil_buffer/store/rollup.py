@@ -145,31 +145,28 @@ def _drop_duplicates(database: Database, conn: Connection, chunk: ColumnElement[
         select(
             o.c.id,
             o.c.message_id,
-            o.c.received_at,
             func.row_number().over(partition_by=o.c.message_id, order_by=o.c.id).label("nth"),
         )
         .where(given)
         .subquery()
     )
+    # A join, not EXISTS under OR, which PostgreSQL could only probe row by row.
     copies = (
-        select(ranked.c.id, ranked.c.received_at)
-        .where(or_(ranked.c.nth > 1, exists().where(ids.c.message_id == ranked.c.message_id)))
-        .subquery()
+        select(ranked.c.id)
+        .select_from(ranked.outerjoin(ids, ids.c.message_id == ranked.c.message_id))
+        .where(or_(ranked.c.nth > 1, ids.c.message_id.is_not(None)))
     )
-    received = utc_day(copies.c.received_at)
-    days = conn.execute(select(received, func.count()).group_by(received)).all()
-    if days:
-        conn.execute(delete(o).where(o.c.id.in_(select(copies.c.id))))
-        drops: Counter[tuple[date, str]] = Counter(
-            {(day, Reason.DUPLICATE_MESSAGE_ID): n for day, n in days}
-        )
-        record_drops(database, conn, drops)
+    dropped = conn.execute(delete(o).where(o.c.id.in_(copies)).returning(o.c.received_at))
+    days: Counter[tuple[date, str]] = Counter(
+        (received.date(), Reason.DUPLICATE_MESSAGE_ID) for received in dropped.scalars()
+    )
+    record_drops(database, conn, days)
     claim = database.dialect.insert(ids).from_select(
         ["message_id", "received_at"],
         select(o.c.message_id, o.c.received_at).where(given).order_by(o.c.message_id),
     )
-    # Nothing should conflict; a message claimed on arrival by a process configured with
-    # other mappings might.
+    # A process with other mappings may have claimed an id on arrival meanwhile: on
+    # PostgreSQL that is a serialisation failure, and the chunk's fold is run again.
     conn.execute(claim.on_conflict_do_nothing(index_elements=[ids.c.message_id]))
 
 

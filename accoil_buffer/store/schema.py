@@ -79,7 +79,10 @@ outbox = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column(
-        "message_id", ID, comment="the messageId a client sent; NULL for one the buffer generated"
+        "message_id",
+        ID,
+        comment="the messageId a client sent, for the fold to check; NULL for one the buffer "
+        "generated or one checked on arrival",
     ),
     Column("type", String(16), nullable=False),
     Column("user_id", ID),

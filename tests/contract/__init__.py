@@ -1,8 +1,9 @@
 """The store's contract, called directly (not through ``Buffer``), on SQLite and PostgreSQL.
 
 Each test takes the ``database_url`` fixture of ``tests/conftest.py`` and opens the store with
-``opened``; ``append`` is the one call of the write path (``recording.record``: the ledger's
-claim, the outbox rows and the drop counters, with the preset mappings).
+``opened``; ``append`` is the one call of the write path (``recording.record``: the outbox
+rows, a ledger claim for what the fold cannot check, and the drop counters, with the preset
+mappings).
 """
 
 from __future__ import annotations

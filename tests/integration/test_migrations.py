@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, date, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -10,6 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, inspect, text
 
 from accoil_buffer import Buffer, Config, SchemaError
+from accoil_buffer.reasons import Reason
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import (
     VERSION_TABLE,
@@ -19,6 +21,7 @@ from accoil_buffer.store.migrate import (
     upgrade,
 )
 from accoil_buffer.store.schema import metadata
+from tests.support import tables
 
 
 def _app_table(url: str) -> None:
@@ -100,7 +103,7 @@ def test_the_outbox_copied_by_0009_keeps_its_rows_and_never_reuses_an_id(
             conn.execute(insert, {"m": f"m{n}"})
         # Folded, but for m1: the copy's highest id (2) is not the highest handed out (3).
         conn.execute(text("DELETE FROM accoil_outbox WHERE message_id <> 'm1'"))
-    upgrade(database)
+    upgrade(database, "0009")
     with database.engine.begin() as conn:
         conn.execute(  # no day (derived from timestamp), and no id the buffer generated
             text(
@@ -111,3 +114,31 @@ def test_the_outbox_copied_by_0009_keeps_its_rows_and_never_reuses_an_id(
         rows = conn.execute(text("SELECT id, message_id FROM accoil_outbox ORDER BY id")).all()
     database.dispose()
     assert [tuple(row) for row in rows] == [(2, "m1"), (4, None)]
+
+
+def test_rows_waiting_at_0010_are_folded_once_and_their_copies_dropped(
+    empty_database_url: str,
+) -> None:
+    database = Database.open(Config(database_url=empty_database_url))
+    upgrade(database, "0009")
+    with database.engine.begin() as conn:  # a row and its claim, as ingest wrote them before
+        conn.execute(
+            text(
+                "INSERT INTO accoil_outbox (message_id, type, user_id, name, timestamp, "
+                "received_at) VALUES ('m1', 'track', 'u1', 'E', '2026-12-05 10:00:00', "
+                "'2026-12-05 10:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO accoil_message_ids (message_id, received_at) "
+                "VALUES ('m1', '2026-12-05 10:00:00')"
+            )
+        )
+    upgrade(database)
+    database.dispose()
+    with Buffer(empty_database_url, start=False) as buf:
+        buf.track("u1", "E", message_id="m1", timestamp=datetime(2026, 12, 5, 10, tzinfo=UTC))
+        buf.flush()
+    assert tables.counts(empty_database_url) == {(date(2026, 12, 5), "u1", "track", "E"): 1}
+    assert tables.drops(empty_database_url) == {Reason.DUPLICATE_MESSAGE_ID: 1}
