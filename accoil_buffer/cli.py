@@ -216,7 +216,8 @@ def flush(config: Config, timeout: float | None) -> None:
                 result = buffer.flush(timeout, progress=bar.update)
         else:
             result = buffer.flush(timeout)
-    click.echo(f"folded {count(result.folded, 'message')}")
+    copies = f"; dropped {count(result.duplicates, 'copy', 'copies')} of earlier messages"
+    click.echo(f"folded {count(result.folded, 'message')}" + (copies if result.duplicates else ""))
     delivery = result.delivery
     if delivery is None:
         raise click.ClickException("delivery is off: set api_key (or ACCOIL_API_KEY)")

@@ -41,6 +41,7 @@ class FlushReport:
     pruned_anonymous_events: int
     pruned_anonymous_profiles: int
     delivery: DeliveryReport | None = None
+    duplicates: int = 0  # outbox rows the fold deleted as copies of a messageId seen before
 
     @property
     def ok(self) -> bool:

@@ -45,7 +45,7 @@ class Parts:
     def fold(self) -> rollup.FoldReport:
         with storage_errors():
             report = rollup.fold(self.database, self.fold_settings, self.clock())
-            if report.folded:
+            if report.folded or report.duplicates:
                 self.database.give_back_space()
             return report
 
@@ -68,6 +68,7 @@ class Parts:
             folded.pruned_anonymous_events,
             folded.pruned_anonymous_profiles,
             delivered,
+            folded.duplicates,
         )
 
     def scheduler(self) -> Scheduler:

@@ -69,6 +69,7 @@ class FoldReport:
     folded: int
     pruned_anonymous_events: int = 0
     pruned_anonymous_profiles: int = 0
+    duplicates: int = 0  # rows deleted as copies of a messageId seen before
 
 
 def fold(database: Database, settings: FoldSettings, now: datetime) -> FoldReport:
@@ -80,18 +81,18 @@ def fold(database: Database, settings: FoldSettings, now: datetime) -> FoldRepor
     low, ceiling = _unfolded_id(database, first=True), _unfolded_id(database, first=False)
     if low is not None and ceiling is not None and ceiling - low >= _ANALYZE_FROM:
         database.refresh_statistics(o, [o.c[name] for name in _PLANNED_ON])
-    folded = 0
+    folded = duplicates = 0
     while low is not None and ceiling is not None and low <= ceiling:
         hi = min(ceiling, low + settings.batch_size - 1)
-        n = database.run_fold(
+        n, copies = database.run_fold(
             partial(_fold_chunk, database, settings=settings, now=now, low=low, hi=hi)
         )
-        folded += n
+        folded, duplicates = folded + n, duplicates + copies
         low = hi + 1
-        if not n:  # a gap in the ids (rolled back inserts): skip to the next unfolded row
+        if not n + copies:  # a gap in the ids (rolled back inserts): skip to the next row
             low = _unfolded_id(database, first=True, at_least=low)
     events, profiles = database.run_fold(lambda conn: _prune(database, conn, settings, now))
-    return FoldReport(folded, events, profiles)
+    return FoldReport(folded, events, profiles, duplicates)
 
 
 def _unfolded_id(database: Database, *, first: bool, at_least: int = 0) -> int | None:
@@ -105,8 +106,9 @@ def _unfolded_id(database: Database, *, first: bool, at_least: int = 0) -> int |
 
 def _fold_chunk(
     database: Database, conn: Connection, settings: FoldSettings, now: datetime, low: int, hi: int
-) -> int:
-    """Fold the unfolded rows with ids from ``low`` to ``hi``; returns how many.
+) -> tuple[int, int]:
+    """Fold the unfolded rows with ids from ``low`` to ``hi``; returns how many, and how many
+    were deleted as copies instead.
 
     On PostgreSQL a transaction may commit a row below ``low`` after the fold began: the next
     fold, which starts from the lowest unfolded id, takes it.
@@ -120,10 +122,9 @@ def _fold_chunk(
         .group_by(o.c.type)
     ).all()
     if not kinds:
-        return 0
+        return 0, 0
     present: dict[str, int] = {kind: anonymous for kind, anonymous, _ in kinds}
-    if any(given for _, _, given in kinds):
-        _drop_duplicates(database, conn, chunk)
+    copies = _drop_duplicates(database, conn, chunk) if any(g for _, _, g in kinds) else 0
     if present.keys() & {"identify", "group", "alias"}:
         for step in range(low, hi + 1, _PROFILE_STEP):
             _fold_profiles(database, conn, present, now, step, min(hi, step + _PROFILE_STEP - 1))
@@ -131,14 +132,15 @@ def _fold_chunk(
     if events:
         _fold_counts(database, conn, chunk, now, anonymous=any(present[k] for k in events))
     if settings.outbox_retention > timedelta(0):
-        return conn.execute(update(o).where(chunk).values(folded_at=now)).rowcount
-    return conn.execute(delete(o).where(chunk)).rowcount
+        return conn.execute(update(o).where(chunk).values(folded_at=now)).rowcount, copies
+    return conn.execute(delete(o).where(chunk)).rowcount, copies
 
 
-def _drop_duplicates(database: Database, conn: Connection, chunk: ColumnElement[bool]) -> None:
+def _drop_duplicates(database: Database, conn: Connection, chunk: ColumnElement[bool]) -> int:
     """Delete the chunk's rows whose client messageId the ledger already holds, or an earlier
     row of the chunk holds, counting them on the day they arrived; then claim the rest's ids,
-    sorted, so that the ledger's index is written page by page rather than at random."""
+    sorted, so that the ledger's index is written page by page rather than at random. Returns
+    how many rows were deleted."""
     ids = schema.message_ids
     given = and_(chunk, o.c.message_id.is_not(None))
     ranked = (
@@ -168,6 +170,7 @@ def _drop_duplicates(database: Database, conn: Connection, chunk: ColumnElement[
     # A process with other mappings may have claimed an id on arrival meanwhile: on
     # PostgreSQL that is a serialisation failure, and the chunk's fold is run again.
     conn.execute(claim.on_conflict_do_nothing(index_elements=[ids.c.message_id]))
+    return days.total()
 
 
 def _unfolded(low: int, hi: int) -> ColumnElement[bool]:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from accoil_buffer.mappings import Mappings
 from accoil_buffer.reasons import Reason
 from accoil_buffer.recording import Recorded, record
-from accoil_buffer.store import outbox, schema
+from accoil_buffer.store import outbox, rollup, schema
 from accoil_buffer.store.dialects import utc_day
 from tests.contract import NOW, TODAY, append, fold, message, opened
 from tests.support import tables
@@ -29,9 +29,10 @@ def test_a_message_id_is_stored_once_within_a_batch_and_folded_once_across_batch
         assert append(database, [first]) == Recorded(1, 0, 0)
         assert append(database, [first, second]) == Recorded(2, 0, 0)
         assert tables.outbox_size(database_url) == 5
-        assert fold(database).folded == 2
+        assert fold(database) == rollup.FoldReport(folded=2, duplicates=3)
         assert append(database, [second]) == Recorded(1, 0, 0)
-        assert fold(database).folded == 0  # the ledger still knows it once folded
+        # The ledger still knows it once folded.
+        assert fold(database) == rollup.FoldReport(folded=0, duplicates=1)
     assert tables.counts(database_url) == {
         (TODAY, "u1", "track", "E"): 1,
         (TODAY, "u2", "track", "E"): 1,

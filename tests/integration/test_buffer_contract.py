@@ -97,7 +97,7 @@ def test_same_message_id_is_stored_once(buffer: Buffer, database_url: str) -> No
     assert (report.stored, report.duplicates) == (1, 1)
     buffer.flush()
     buffer.track("u1", "E", message_id="m1")  # already folded: the ledger still knows it
-    buffer.flush()
+    assert buffer.flush().duplicates == 1
     assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 2}
     assert tables.drops(database_url)["duplicate_message_id"] == 3
 
