@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from unittest.mock import patch
@@ -496,18 +498,27 @@ _ALLOW = {
 }
 
 
+@contextmanager
+def _inserts_into(database_url: str, table: str) -> Iterator[Callable[[bool], None]]:
+    """A switch for a trigger that makes every INSERT into ``table`` fail: ``refuse(True)``."""
+    kind = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    admin = create_engine(database_url)
+
+    def refuse(on: bool) -> None:
+        with admin.begin() as conn:
+            for statement in (_REFUSE if on else _ALLOW)[kind]:
+                conn.exec_driver_sql(statement.format(table=table))
+
+    try:
+        yield refuse
+    finally:
+        admin.dispose()
+
+
 @pytest.mark.parametrize("table", ["accoil_message_ids", "accoil_outbox"])
 def test_a_driver_error_while_storing_is_a_storage_error_and_stores_nothing(
     database_url: str, clock: Clock, table: str
 ) -> None:
-    kind = "postgresql" if database_url.startswith("postgresql") else "sqlite"
-    admin = create_engine(database_url)
-
-    def run(statements: list[str]) -> None:
-        with admin.begin() as conn:
-            for statement in statements:
-                conn.exec_driver_sql(statement.format(table=table))
-
     batch = [{"type": "track", "userId": "u1", "event": "E", "messageId": f"m{i}"} for i in (2, 3)]
     # A message that makes a post claims its messageId on arrival: the ledger is written
     # in the call's own transaction.
@@ -515,18 +526,20 @@ def test_a_driver_error_while_storing_is_a_storage_error_and_stores_nothing(
         {"name": "Track Calls", "action": "track"},
         {"name": "Forward", "action": "post", "trigger": 'type = "track"'},
     ]
-    with Buffer(database_url, start=False, clock=clock, durability="sync", mappings=forward) as buf:
-        run(_REFUSE[kind])
+    with (
+        _inserts_into(database_url, table) as refuse,
+        Buffer(database_url, start=False, clock=clock, durability="sync", mappings=forward) as buf,
+    ):
+        refuse(True)
         with pytest.raises(StorageError, match="refused by a trigger"):
             buf.track("u1", "E", message_id="m1")  # one message: its own statements
         with pytest.raises(StorageError, match="refused by a trigger"):
             buf.ingest_many(batch)  # several: the ledger's RETURNING and executemany
-        run(_ALLOW[kind])
+        refuse(False)
         # Nothing of the failed transactions stayed, not even the messageIds they claimed.
         buf.track("u1", "E", message_id="m1")
         report = buf.ingest_many(batch)
         buf.flush()
-    admin.dispose()
     assert (report.stored, report.duplicates) == (2, 0)
     assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 3}
 
@@ -534,26 +547,20 @@ def test_a_driver_error_while_storing_is_a_storage_error_and_stores_nothing(
 def test_a_fold_that_cannot_claim_its_message_ids_folds_nothing_until_it_can(
     database_url: str, clock: Clock
 ) -> None:
-    kind = "postgresql" if database_url.startswith("postgresql") else "sqlite"
-    admin = create_engine(database_url)
-
-    def run(statements: list[str]) -> None:
-        with admin.begin() as conn:
-            for statement in statements:
-                conn.exec_driver_sql(statement.format(table="accoil_message_ids"))
-
     sent = {"type": "track", "userId": "u1", "event": "E", "messageId": "m1"}
-    with Buffer(database_url, start=False, clock=clock) as buf:
+    with (
+        _inserts_into(database_url, "accoil_message_ids") as refuse,
+        Buffer(database_url, start=False, clock=clock) as buf,
+    ):
         buf.ingest_many([sent, {**sent, "messageId": "m2"}])
         buf.ingest_many([sent])
-        run(_REFUSE[kind])
+        refuse(True)
         with pytest.raises(StorageError, match="refused by a trigger"):
             buf.flush()
         assert tables.outbox_size(database_url) == 3
         assert tables.counts(database_url) == {}
-        run(_ALLOW[kind])
+        refuse(False)
         buf.flush()
-    admin.dispose()
     assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 2}
     assert tables.drops(database_url) == {Reason.DUPLICATE_MESSAGE_ID: 1}
 
