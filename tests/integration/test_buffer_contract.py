@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -85,6 +86,40 @@ def test_counts_accumulate_across_folds_and_days(buffer: Buffer, database_url: s
         (TODAY, "u2", "screen", "Settings"): 1,
         (TODAY, "u2", "page", ""): 1,
     }
+
+
+def test_buffers_sharing_a_database_store_a_message_sent_to_each_once(
+    database_url: str, clock: Clock
+) -> None:
+    """Two processes of a shared outbox receive the same messages while passes fold: every
+    copy reaches the outbox, and the folds count each messageId once."""
+    sent = [
+        {"type": "track", "userId": f"u{i % 7}", "event": "E", "messageId": f"m{i}"}
+        for i in range(300)
+    ]
+    errors: list[BaseException] = []
+
+    def receive(buf: Buffer) -> None:
+        try:
+            for start in range(0, len(sent), 20):
+                buf.ingest_many(sent[start : start + 20])
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    with (
+        Buffer(database_url, start=False, clock=clock, fold_batch_size=50) as one,
+        Buffer(database_url, start=False, clock=clock, fold_batch_size=50) as other,
+    ):
+        receivers = [threading.Thread(target=receive, args=(buf,)) for buf in (one, other)]
+        for receiver in receivers:
+            receiver.start()
+        while any(receiver.is_alive() for receiver in receivers):
+            one.flush()
+        other.flush()
+    assert errors == []
+    assert sum(tables.counts(database_url).values()) == len(sent)
+    assert tables.drops(database_url) == {Reason.DUPLICATE_MESSAGE_ID: len(sent)}
+    assert tables.table_count(database_url, schema.message_ids) == len(sent)
 
 
 def test_same_message_id_is_stored_once(buffer: Buffer, database_url: str) -> None:
