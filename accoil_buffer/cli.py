@@ -216,8 +216,10 @@ def flush(config: Config, timeout: float | None) -> None:
                 result = buffer.flush(timeout, progress=bar.update)
         else:
             result = buffer.flush(timeout)
-    copies = f"; dropped {count(result.duplicates, 'copy', 'copies')} of earlier messages"
-    click.echo(f"folded {count(result.folded, 'message')}" + (copies if result.duplicates else ""))
+    folded = f"folded {count(result.folded, 'message')}"
+    if result.duplicates:
+        folded += f"; dropped {count(result.duplicates, 'copy', 'copies')} of earlier messages"
+    click.echo(folded)
     delivery = result.delivery
     if delivery is None:
         raise click.ClickException("delivery is off: set api_key (or ACCOIL_API_KEY)")

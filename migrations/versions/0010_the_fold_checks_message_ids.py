@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from accoil_buffer.store.dialects import dialect_for
+
 revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | None = None
@@ -30,7 +32,7 @@ waiting = outbox.c.folded_at.is_(None)
 
 
 def _comment(comment: str, existing: str) -> None:
-    if op.get_bind().dialect.supports_comments:  # SQLite keeps no comments
+    if dialect_for(op.get_bind()).keeps_comments:
         op.alter_column(
             "accoil_outbox",
             "message_id",
