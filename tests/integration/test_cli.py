@@ -18,6 +18,7 @@ from accoil_buffer.cli import MAX_LINE_BYTES
 from accoil_buffer.config import load_config
 from accoil_buffer.mappings import PRESET_NAMES
 from accoil_buffer.store.migrate import head_revision
+from tests.contract import append, message, opened
 from tests.support import tables
 from tests.support.fake_accoil import Reply, running
 from tests.support.paths import ROOT_DIR
@@ -243,6 +244,17 @@ def test_flush_fails_clearly_when_delivery_fails_or_is_off(tmp_path: Path) -> No
     off = run("flush", "--database-url", url)
     assert off.returncode == 1
     assert "delivery is off" in off.stderr
+
+
+def test_flush_says_how_many_copies_of_earlier_messages_it_dropped(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    sent = message(type="track", userId="u1", event="E", messageId="m1")
+    with opened(url) as database:  # written as a daemon would, and not yet folded
+        for _ in range(3):
+            append(database, [sent])
+    flushed = run("flush", "--database-url", url)
+    assert "folded 1 message; dropped 2 copies of earlier messages" in flushed.stdout
+    assert sum(tables.counts(url).values()) == 1
 
 
 MAPPINGS_EXAMPLE = EXAMPLES.parent / "mappings.toml"
