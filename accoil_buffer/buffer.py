@@ -21,7 +21,7 @@ from accoil_buffer.errors import (
     storage_errors,
 )
 from accoil_buffer.lifecycle import Lifecycle
-from accoil_buffer.messages import Message, normalise
+from accoil_buffer.messages import Message, normalise, normalise_each
 from accoil_buffer.reports import FlushReport, Health, IngestReport, Rejection
 from accoil_buffer.status import Status
 from accoil_buffer.store import deliveries, history, report
@@ -215,13 +215,12 @@ class Buffer:
         received_at = self._clock()
         valid: list[Message] = []
         rejected: list[Rejection] = []
-        for index, message in enumerate(messages):
-            try:
-                valid.append(
-                    normalise(message, received_at=received_at, future_margin=self._margin)
-                )
-            except InvalidMessage as exc:
-                rejected.append(Rejection(index, exc))
+        each = normalise_each(messages, received_at=received_at, future_margin=self._margin)
+        for index, message in enumerate(each):
+            if isinstance(message, InvalidMessage):
+                rejected.append(Rejection(index, message))
+            else:
+                valid.append(message)
         self._ensure_open()
         result = self._parts.recorder.write(
             valid, connection, rejected=len(rejected), day=received_at.date()

@@ -13,7 +13,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -82,6 +82,26 @@ class Message(msgspec.Struct, frozen=True, gc=False):
         return self.timestamp.date()
 
 
+class Arrival:
+    """The moment a call or request arrived, with what each of its messages derives from that
+    moment made once: its text, the latest timestamp not clamped, and the ``sentAt`` that a
+    batch's messages share, parsed."""
+
+    __slots__ = ("_sent", "at", "latest", "text")
+
+    def __init__(self, at: datetime, future_margin: timedelta) -> None:
+        self.at = at
+        self.text = format_timestamp(at)
+        self.latest = at + future_margin
+        self._sent: tuple[object, datetime] | None = None
+
+    def sent_at(self, value: object) -> datetime:
+        """``value`` as the sentAt of a message, parsed once for the messages that share it."""
+        if type(value) is not str or self._sent is None or self._sent[0] != value:
+            self._sent = (value, parse_timestamp(value, "sentAt"))
+        return self._sent[1]
+
+
 def normalise(
     raw: object,
     *,
@@ -94,8 +114,28 @@ def normalise(
     Any other failure while validating also becomes ``InvalidMessage``: one odd message must
     never fail the batch it came in.
     """
+    return _checked(raw, Arrival(received_at, future_margin))
+
+
+def normalise_each(
+    raws: Iterable[object],
+    *,
+    received_at: datetime,
+    future_margin: timedelta = timedelta(minutes=5),
+) -> Iterator[Message | InvalidMessage]:
+    """``normalise`` for the messages of one request, received together: each one's
+    ``Message``, or the ``InvalidMessage`` that names what is wrong with it, in order."""
+    arrival = Arrival(received_at, future_margin)
+    for raw in raws:
+        try:
+            yield _checked(raw, arrival)
+        except InvalidMessage as exc:
+            yield exc
+
+
+def _checked(raw: object, arrival: Arrival) -> Message:
     try:
-        return _normalise(raw, received_at, future_margin)
+        return _normalise(raw, arrival)
     except InvalidMessage:
         raise
     except Exception as exc:
@@ -103,7 +143,7 @@ def normalise(
         raise InvalidMessage("message", f"could not be validated ({type(exc).__name__})") from exc
 
 
-def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> Message:
+def _normalise(raw: object, arrival: Arrival) -> Message:
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidMessage("message", f"must be a JSON object, got {json_type(raw)}")
     cleaned, size = _storable_copy(raw)
@@ -139,8 +179,9 @@ def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> 
             raise InvalidMessage(obj, f"must be an object, got {json_type(cleaned[obj])}")
 
     notes: list[Reason] = []
-    timestamp = _event_time(cleaned, received_at)
-    if timestamp > received_at + future_margin:
+    received_at = arrival.at
+    timestamp = _event_time(cleaned, arrival)
+    if timestamp > arrival.latest:
         timestamp = received_at
         notes.append(Reason.FUTURE_TIMESTAMP_CLAMPED)
 
@@ -151,7 +192,7 @@ def _normalise(raw: object, received_at: datetime, future_margin: timedelta) -> 
 
     given_id = as_id(cleaned.get("messageId"), "messageId")
     message_id = given_id or new_message_id()
-    received = format_timestamp(received_at)
+    received = arrival.text
     cleaned.update(
         type=kind,
         messageId=message_id,
@@ -268,6 +309,11 @@ def normalise_traits(
 
 def parse_timestamp(value: object, field: str) -> datetime:
     """Parse an ISO 8601 string (any offset; none means UTC) or Unix seconds/milliseconds."""
+    if type(value) is str and value[4:5] == "-":  # ISO 8601's "YYYY-", which no number has
+        try:
+            return _as_utc(datetime.fromisoformat(value))
+        except ValueError:
+            pass  # spaces around it, say: the rules below decide, and name what is wrong
     if isinstance(value, datetime):
         return _as_utc(value)
     if isinstance(value, date):
@@ -308,18 +354,17 @@ def format_timestamp(moment: datetime) -> str:
     )
 
 
-def _event_time(message: Mapping[str, JSON], received_at: datetime) -> datetime:
-    sent_at = (
-        None if message.get("sentAt") is None else parse_timestamp(message["sentAt"], "sentAt")
-    )
+def _event_time(message: Mapping[str, JSON], arrival: Arrival) -> datetime:
+    sent = message.get("sentAt")
+    sent_at = None if sent is None else arrival.sent_at(sent)
     field = "originalTimestamp" if message.get("originalTimestamp") is not None else "timestamp"
     if message.get(field) is None:
-        return received_at
+        return arrival.at
     timestamp = parse_timestamp(message[field], field)
     if sent_at is None:
         return timestamp
     try:
-        return received_at - (sent_at - timestamp)
+        return arrival.at - (sent_at - timestamp)
     except OverflowError as exc:
         raise InvalidMessage("sentAt", "is too far from timestamp to correct clock skew") from exc
 

@@ -23,6 +23,7 @@ from accoil_buffer.messages import (
     is_deliverable,
     new_message_id,
     normalise,
+    normalise_each,
 )
 from accoil_buffer.reasons import Reason
 from tests.support.processes import fork
@@ -221,6 +222,9 @@ def test_timestamps_are_written_as_segment_writes_them(moment: datetime) -> None
         (1768469400, datetime(2026, 1, 15, 9, 30, tzinfo=UTC)),
         (1768469400123, datetime(2026, 1, 15, 9, 30, 0, 123000, tzinfo=UTC)),
         ("1768469400", datetime(2026, 1, 15, 9, 30, tzinfo=UTC)),
+        # Digits alone are Unix seconds, though ISO 8601 could read them as a basic-format day.
+        ("20260115", datetime(1970, 8, 23, 11, 48, 35, tzinfo=UTC)),
+        (" 2026-01-15T09:30:00Z ", datetime(2026, 1, 15, 9, 30, tzinfo=UTC)),
         (
             datetime(2026, 1, 15, 9, 30, tzinfo=timezone(timedelta(hours=-5))),
             datetime(2026, 1, 15, 14, 30, tzinfo=UTC),
@@ -248,6 +252,42 @@ def test_clock_skew_is_corrected_with_sent_at() -> None:
     )
     assert message.timestamp == NOW - timedelta(seconds=10)
     assert message.notes == ()
+
+
+_MOMENTS = st.sampled_from(
+    [
+        "2026-11-28T13:00:10Z",
+        "2026-11-28T12:00:00+02:00",
+        " 2026-11-28T11:00:00Z",
+        "1768469400",
+        1768469400123,
+        "20261128",
+        "2026-13-01T00:00:00Z",
+        "soon",
+        None,
+    ]
+)
+
+
+@given(st.lists(st.fixed_dictionaries({"timestamp": _MOMENTS, "sentAt": _MOMENTS}), max_size=6))
+def test_a_request_normalised_together_is_each_message_normalised_alone(
+    moments: list[dict[str, object]],
+) -> None:
+    # What a request's messages share (sentAt above all) is worked out once for all of them.
+    messages = [
+        {"type": "track", "userId": "u", "event": "E", "messageId": str(i), **times}
+        for i, times in enumerate(moments)
+    ]
+    together = list(normalise_each(messages, received_at=NOW))
+    assert len(together) == len(messages)
+    for message, result in zip(messages, together, strict=True):
+        try:
+            alone = normalise(message, received_at=NOW)
+        except InvalidMessage as exc:
+            assert isinstance(result, InvalidMessage)
+            assert str(result) == str(exc)
+        else:
+            assert result == alone
 
 
 def test_original_timestamp_is_preferred_with_sent_at() -> None:
