@@ -39,7 +39,7 @@ def daily(conn: Connection, today: date, days: int) -> dict[str, Any]:
         .group_by(ac.c.day)
     ).all()
     unfolded = conn.execute(
-        select(event_day, func.count())
+        select(event_day, func.sum(o.c.occurrences))
         .where(o.c.folded_at.is_(None), o.c.type.in_(EVENT_KINDS), event_day.between(since, today))
         .group_by(event_day)
     ).all()

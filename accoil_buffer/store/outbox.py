@@ -10,13 +10,13 @@ write. Only what the fold cannot check is claimed here.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date, datetime
 from typing import NamedTuple
 
 from sqlalchemy import Connection, delete
 
-from accoil_buffer.messages import Message
+from accoil_buffer.messages import EVENT_KINDS, Message
 from accoil_buffer.store import schema
 from accoil_buffer.store.dialects import Dialect
 from accoil_buffer.store.direct import DirectInsert, Executor
@@ -80,11 +80,14 @@ def append(
     A row keeps its client messageId for the fold to check against the ledger, unless it
     was ``checked`` on arrival. It keeps the whole message (properties, context) only with
     ``keep_payloads`` (audit retention): the fold never reads it, so by default it is never
-    written to disk.
+    written to disk. Events that differ in nothing the fold reads share a row (``_merged``).
     """
     inserts = _inserts(database)
     if rows:
-        inserts.outbox.run(conn, [_outbox_row(m, keep_payloads, checked) for m in rows])
+        inserts.outbox.run(
+            conn,
+            [_outbox_row(g, keep_payloads, checked) for g in _merged(rows, keep_payloads, checked)],
+        )
     if posts:
         inserts.posts.run(conn, [_post_row(m) for m in posts])
 
@@ -131,6 +134,7 @@ _OUTBOX_COLUMNS = (
     "received_at",
     "traits",
     "payload",
+    "occurrences",
 )
 
 
@@ -172,12 +176,39 @@ def _inserts(database: Database) -> _Inserts:
     return _INSERTS[kind]
 
 
+def _merged(
+    rows: Sequence[Message], keep_payloads: bool, checked: Collection[str]
+) -> Iterable[list[Message]]:
+    """The batch's rows in order, each a list of the events it stands for: track, page and
+    screen events with the same kind, name, ids and UTC day, and no messageId left for the
+    fold to check, are one row (the fold counts, and reads nothing else of an event). A row
+    whose payload is kept for audit stands for its own message."""
+    if keep_payloads:
+        return ([m] for m in rows)
+    groups: dict[object, list[Message]] = {}
+    for n, m in enumerate(rows):
+        key: object = n
+        if m.type in EVENT_KINDS and (m.generated_id or m.message_id in checked):
+            key = (m.type, m.name, m.user_id, m.anonymous_id, m.group_id, m.day)
+        if (group := groups.get(key)) is None:
+            groups[key] = [m]
+        else:
+            group.append(m)
+    return groups.values()
+
+
 def _outbox_row(
-    message: Message, keep_payload: bool, checked: Collection[str]
+    group: list[Message], keep_payload: bool, checked: Collection[str]
 ) -> tuple[object, ...]:
-    """The row of an action. A messageId the buffer generated, or one already checked, is
-    not kept (nothing reads it), nor, without ``keep_payload``, the payload: both are NULL,
-    which takes no room."""
+    """The row of an action, or of several events (``_merged``), with the latest one's
+    times. A messageId the buffer generated, or one already checked, is not kept (nothing
+    reads it), nor, without ``keep_payload``, the payload: both are NULL, which takes no
+    room."""
+    message = group[0]
+    timestamp, received_at = message.timestamp, message.received_at
+    if len(group) > 1:
+        timestamp = max(m.timestamp for m in group)
+        received_at = max(m.received_at for m in group)
     unchecked = not message.generated_id and message.message_id not in checked
     return (
         message.message_id if unchecked else None,
@@ -187,10 +218,11 @@ def _outbox_row(
         message.group_id,
         message.previous_id,
         message.name,
-        message.timestamp,
-        message.received_at,
+        timestamp,
+        received_at,
         message.traits,
         message.payload if keep_payload else None,
+        len(group),
     )
 
 

@@ -18,7 +18,9 @@ def status(
     delivery is off)."""
     o, dc, ac = schema.outbox, schema.daily_counts, schema.anonymous_counts
     outbox_rows, oldest_received = conn.execute(
-        select(func.count(), func.min(o.c.received_at)).where(o.c.folded_at.is_(None))
+        select(func.coalesce(func.sum(o.c.occurrences), 0), func.min(o.c.received_at)).where(
+            o.c.folded_at.is_(None)
+        )
     ).one()
     count_rows, occurrences, oldest_count = conn.execute(
         select(

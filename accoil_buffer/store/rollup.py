@@ -115,16 +115,23 @@ def _fold_chunk(
     """
     chunk = _unfolded(low, hi)
     # Which types the chunk holds (and how many carry no userId), so that statements with
-    # nothing to do are skipped: a chunk of track events needs only the counts.
+    # nothing to do are skipped: a chunk of track events needs only the counts. Also how many
+    # messageIds the fold checks, and how many events rows stand for beyond their own.
     kinds = conn.execute(
-        select(o.c.type, func.count().filter(o.c.user_id.is_(None)), func.count(o.c.message_id))
+        select(
+            o.c.type,
+            func.count().filter(o.c.user_id.is_(None)),
+            func.count(o.c.message_id),
+            func.sum(o.c.occurrences - 1),
+        )
         .where(chunk)
         .group_by(o.c.type)
     ).all()
     if not kinds:
         return 0, 0
-    present: dict[str, int] = {kind: anonymous for kind, anonymous, _ in kinds}
-    copies = _drop_duplicates(database, conn, chunk) if any(g for _, _, g in kinds) else 0
+    present: dict[str, int] = {kind: anonymous for kind, anonymous, _, _ in kinds}
+    copies = _drop_duplicates(database, conn, chunk) if any(g for _, _, g, _ in kinds) else 0
+    merged = sum(int(extra) for _, _, _, extra in kinds)  # a row with a messageId stands alone
     if present.keys() & {"identify", "group", "alias"}:
         for step in range(low, hi + 1, _PROFILE_STEP):
             _fold_profiles(database, conn, present, now, step, min(hi, step + _PROFILE_STEP - 1))
@@ -132,8 +139,10 @@ def _fold_chunk(
     if events:
         _fold_counts(database, conn, chunk, now, anonymous=any(present[k] for k in events))
     if settings.outbox_retention > timedelta(0):
-        return conn.execute(update(o).where(chunk).values(folded_at=now)).rowcount, copies
-    return conn.execute(delete(o).where(chunk)).rowcount, copies
+        rows = conn.execute(update(o).where(chunk).values(folded_at=now)).rowcount
+    else:
+        rows = conn.execute(delete(o).where(chunk)).rowcount
+    return rows + merged, copies
 
 
 def _drop_duplicates(database: Database, conn: Connection, chunk: ColumnElement[bool]) -> int:
@@ -376,7 +385,7 @@ def _fold_counts(
             subject,
             o.c.type,
             o.c.name,
-            func.count(),
+            func.sum(o.c.occurrences),
             _now(now),
             _now(now),
         )
@@ -390,7 +399,14 @@ def _fold_counts(
     ac = schema.anonymous_counts
     stmt = database.dialect.insert(ac).from_select(
         ["day", "anonymous_id", "kind", "name", "count", "last_seen_at"],
-        select(_day, o.c.anonymous_id, o.c.type, o.c.name, func.count(), func.max(o.c.received_at))
+        select(
+            _day,
+            o.c.anonymous_id,
+            o.c.type,
+            o.c.name,
+            func.sum(o.c.occurrences),
+            func.max(o.c.received_at),
+        )
         .select_from(_linked_outbox)
         .where(chunk, is_event, _unlinked)
         .group_by(_day, o.c.anonymous_id, o.c.type, o.c.name),

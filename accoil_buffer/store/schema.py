@@ -99,6 +99,14 @@ outbox = Table(
         comment="the whole normalised message if kept for audit (outbox_retention_hours); "
         "else NULL",
     ),
+    Column(
+        "occurrences",
+        Integer,
+        nullable=False,
+        server_default=text("1"),
+        comment="events this row stands for: a batch's events that differ in nothing the fold "
+        "reads share one row",
+    ),
     Column("folded_at", UTCDateTime, comment="set when folded and kept for audit retention"),
     # Only rows kept for audit are indexed, for their pruning: unfolded rows are found by id
     # range, so an insert or a fold's delete maintains no second index.

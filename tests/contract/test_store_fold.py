@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from accoil_buffer.reasons import Reason
-from accoil_buffer.store import rollup
+from accoil_buffer.store import report, rollup
 from tests.contract import NOW, TODAY, append, fold, message, opened
 from tests.support import tables
 
@@ -32,6 +32,29 @@ def test_events_become_daily_counts_and_leave_the_outbox(database_url: str) -> N
         (TODAY, "u2", "screen", "Feed"): 1,
     }
     assert tables.outbox_size(database_url) == 0
+
+
+def test_a_shared_row_folds_to_every_event_it_stands_for(database_url: str) -> None:
+    with opened(database_url) as database:
+        append(
+            database,
+            [message(type="track", userId="u1", event="E") for _ in range(3)]
+            + [message(type="track", anonymousId="a1", event="E") for _ in range(2)]
+            + [message(type="page", anonymousId="a2", name="Home") for _ in range(4)],
+        )
+        assert tables.outbox_size(database_url) == 3
+        with database.engine.connect() as conn:
+            assert (
+                report.status(conn, NOW, queued_in_memory=0, endpoint=None).outbox.unfolded_messages
+                == 9
+            )
+        append(database, [message(type="identify", userId="u2", anonymousId="a2")])
+        assert fold(database) == rollup.FoldReport(folded=10)
+    assert tables.counts(database_url) == {
+        (TODAY, "u1", "track", "E"): 3,
+        (TODAY, "u2", "page", "Home"): 4,  # moved to the user the identify linked
+    }
+    assert tables.anonymous_counts(database_url) == {(TODAY, "a1", "track", "E"): 2}
 
 
 def test_counts_add_up_across_folds(database_url: str) -> None:

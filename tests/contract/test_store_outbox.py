@@ -188,3 +188,76 @@ def test_an_outbox_row_holds_what_the_fold_reads(database_url: str) -> None:
     assert row.payload is None  # SQL NULL: not kept for audit
     assert row.received_at == NOW
     assert row.folded_at is None
+
+
+def _outbox_rows(database_url: str) -> list[Any]:
+    o = schema.outbox
+    query = select(o.c.type, o.c.user_id, o.c.anonymous_id, o.c.name, o.c.occurrences)
+    with opened(database_url) as database, database.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(query.order_by(o.c.id))]
+
+
+def test_a_batchs_events_that_differ_in_nothing_the_fold_reads_share_a_row(
+    database_url: str,
+) -> None:
+    yesterday = (NOW - timedelta(days=1)).isoformat()
+    with opened(database_url) as database:
+        append(
+            database,
+            [
+                message(type="track", userId="u1", event="E", properties={"n": 1}),
+                message(type="track", anonymousId="a1", event="E"),
+                message(type="track", userId="u1", event="E", properties={"n": 2}),
+                message(type="track", userId="u1", event="E", timestamp=yesterday),
+                message(type="page", userId="u1", name="E"),
+                message(type="track", userId="u1", event="F"),
+                message(type="identify", userId="u1", traits={"plan": "pro"}),
+                message(type="identify", userId="u1", traits={"plan": "pro"}),
+                message(type="track", anonymousId="a1", event="E"),
+                message(type="track", userId="u1", event="E"),
+            ],
+        )
+        append(database, [message(type="track", userId="u1", event="E")])  # another batch
+    assert _outbox_rows(database_url) == [
+        ("track", "u1", None, "E", 3),  # at the first one's place
+        ("track", None, "a1", "E", 2),
+        ("track", "u1", None, "E", 1),  # another day
+        ("page", "u1", None, "E", 1),
+        ("track", "u1", None, "F", 1),
+        ("identify", "u1", None, "", 1),  # traits are merged by the fold, in order
+        ("identify", "u1", None, "", 1),
+        ("track", "u1", None, "E", 1),
+    ]
+
+
+def test_a_shared_row_carries_its_latest_event_times(database_url: str) -> None:
+    earlier, later = NOW - timedelta(hours=2), NOW - timedelta(hours=1)
+    with opened(database_url) as database:
+        append(
+            database,
+            [  # the latest timestamp of one, the latest arrival of the other
+                message(at=earlier, type="track", userId="u1", event="E"),
+                message(at=later, type="track", userId="u1", event="E", timestamp="2026-11-28"),
+            ],
+        )
+        o = schema.outbox
+        with database.engine.connect() as conn:
+            row = conn.execute(select(o.c.timestamp, o.c.received_at, o.c.occurrences)).one()
+    assert tuple(row) == (earlier, later, 2)
+
+
+def test_events_the_fold_checks_or_keeps_whole_have_a_row_each(database_url: str) -> None:
+    with opened(database_url) as database:
+        append(
+            database,
+            [message(type="track", userId="u1", event="E", messageId=f"m{n}") for n in range(2)],
+        )
+        append(
+            database,
+            [message(type="track", userId="u2", event="E") for _ in range(2)],
+            keep_payloads=True,
+        )
+    assert (
+        _outbox_rows(database_url)
+        == [("track", "u1", None, "E", 1)] * 2 + [("track", "u2", None, "E", 1)] * 2
+    )

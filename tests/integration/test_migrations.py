@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, date, datetime
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, inspect, text
@@ -15,6 +16,7 @@ from accoil_buffer.reasons import Reason
 from accoil_buffer.store.engine import Database
 from accoil_buffer.store.migrate import (
     VERSION_TABLE,
+    _alembic_config,
     current_revision,
     head_revision,
     include_name,
@@ -142,3 +144,32 @@ def test_rows_waiting_at_0010_are_folded_once_and_their_copies_dropped(
         buf.flush()
     assert tables.counts(empty_database_url) == {(date(2026, 12, 5), "u1", "track", "E"): 1}
     assert tables.drops(empty_database_url) == {Reason.DUPLICATE_MESSAGE_ID: 1}
+
+
+def _downgrade(database: Database, revision: str) -> None:
+    with database.engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), revision)
+
+
+def test_0011_counts_rows_written_before_once_and_refuses_to_lose_shared_ones(
+    empty_database_url: str,
+) -> None:
+    database = Database.open(Config(database_url=empty_database_url))
+    upgrade(database, "0010")
+    with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO accoil_outbox (type, user_id, name, timestamp, received_at) "
+                "VALUES ('track', 'u1', 'E', '2026-12-05 10:00:00', '2026-12-05 10:00:00')"
+            )
+        )
+    upgrade(database)
+    track = {"type": "track", "userId": "u1", "event": "E", "timestamp": "2026-12-05T11:00:00Z"}
+    with Buffer(empty_database_url, start=False) as buf:
+        buf.ingest_many([track, track])  # one batch: one row that stands for both
+        with pytest.raises(RuntimeError, match="1 outbox rows wait to be folded"):
+            _downgrade(database, "0010")
+        buf.flush()
+        _downgrade(database, "0010")
+    database.dispose()
+    assert tables.counts(empty_database_url) == {(date(2026, 12, 5), "u1", "track", "E"): 3}

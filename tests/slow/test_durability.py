@@ -261,12 +261,12 @@ def test_a_call_at_the_bound_can_wait_for_room(database_url: str, clock: Clock) 
         max_outbox_rows=3,
         backpressure_timeout_seconds=10,
     ) as buf:
-        for _ in range(3):
-            buf.track("u", "E")
+        for n in range(3):
+            buf.track(f"u{n}", "E")  # a row each: the same user's events could share one
         folder = threading.Timer(0.3, buf.flush)
         folder.start()
         started = time.monotonic()
-        buf.track("u", "E")  # blocks until the fold has made room
+        buf.track("u3", "E")  # blocks until the fold has made room
         waited = time.monotonic() - started
         folder.join()
     assert waited >= 0.2

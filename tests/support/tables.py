@@ -92,10 +92,10 @@ def message_ids_kept(url: str, wanted: list[str]) -> set[str]:
 
 
 def counted_and_waiting(url: str) -> int:
-    """Occurrences in daily counts plus rows in the outbox, read in one statement (one
+    """Occurrences in daily counts plus events waiting in the outbox, read in one statement (one
     snapshot: a killed client's last commit may still land on the server meanwhile)."""
     counted = select(func.coalesce(func.sum(schema.daily_counts.c.count), 0)).scalar_subquery()
-    waiting = select(func.count()).select_from(schema.outbox).scalar_subquery()
+    waiting = select(func.coalesce(func.sum(schema.outbox.c.occurrences), 0)).scalar_subquery()
     return int(_rows(url, select(counted + waiting))[0][0])
 
 
