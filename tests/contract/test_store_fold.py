@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from accoil_buffer.messages import normalise
 from accoil_buffer.reasons import Reason
 from accoil_buffer.store import report, rollup
 from tests.contract import NOW, TODAY, append, fold, message, opened
@@ -55,6 +59,64 @@ def test_a_shared_row_folds_to_every_event_it_stands_for(database_url: str) -> N
         (TODAY, "u2", "page", "Home"): 4,  # moved to the user the identify linked
     }
     assert tables.anonymous_counts(database_url) == {(TODAY, "a1", "track", "E"): 2}
+
+
+def _page(**ids: str) -> dict[str, str]:
+    return {"type": "page", "name": "E", "timestamp": "2026-11-28T00:00:00Z", **ids}
+
+
+alike_events = st.lists(
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["track", "page"]),
+            "event": st.sampled_from(["E", "F"]),
+            "name": st.sampled_from(["E", "F"]),
+            "timestamp": st.sampled_from(["2026-11-27T23:59:59Z", "2026-11-28T00:00:00Z"]),
+        },
+        optional={
+            "userId": st.sampled_from(["u1", "u2"]),
+            "anonymousId": st.sampled_from(["a1", "a2"]),
+            "messageId": st.sampled_from(["m1", "m2", "m3"]),
+        },
+    ).filter(lambda m: "userId" in m or "anonymousId" in m),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(events=alike_events, keep_payloads=st.booleans(), link=st.booleans())
+# Events alike in all but one thing the fold reads: the anonymousId, then the day.
+@example(events=[_page(anonymousId="a1"), _page(anonymousId="a2")], keep_payloads=False, link=True)
+@example(
+    events=[_page(userId="u1"), _page(userId="u1", timestamp="2026-11-27T23:59:59Z")],
+    keep_payloads=False,
+    link=False,
+)
+def test_a_batch_folds_as_its_events_one_by_one(
+    database_url: str, events: list[dict[str, str]], keep_payloads: bool, link: bool
+) -> None:
+    """Shared rows change how a batch is stored, never what it folds to."""
+    identify = [message(type="identify", userId="u2", anonymousId="a1")] if link else []
+    results = []
+    with opened(database_url) as database:
+        for batches in ([events], [[event] for event in events]):
+            tables.wipe(database_url)
+            for batch in batches:
+                normalised = [normalise(event, received_at=NOW) for event in batch]
+                append(database, normalised, keep_payloads=keep_payloads)
+            append(database, identify)
+            folded = fold(database).folded
+            results.append(
+                (
+                    folded,
+                    tables.counts(database_url),
+                    tables.anonymous_counts(database_url),
+                    tables.drops(database_url),
+                )
+            )
+    assert results[0] == results[1]
 
 
 def test_counts_add_up_across_folds(database_url: str) -> None:

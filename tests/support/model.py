@@ -29,11 +29,14 @@ class Model:
     anonymous_memberships: set[tuple[str, str]] = field(default_factory=set)
 
     def apply(self, message: dict[str, Any]) -> None:
-        """Apply one valid message that carries its messageId and timestamp."""
+        """Apply one valid message that carries its timestamp, and its messageId unless the
+        buffer makes one (which is never seen before)."""
         # A message that integrations turn off for Accoil is not stored: its id is not kept.
-        if message["messageId"] in self.seen or not is_deliverable(message.get("integrations")):
+        message_id = message.get("messageId")
+        if message_id in self.seen or not is_deliverable(message.get("integrations")):
             return
-        self.seen.add(message["messageId"])
+        if message_id is not None:
+            self.seen.add(message_id)
         kind = message["type"]
         user: str = message.get("userId") or ""
         anonymous: str = message.get("anonymousId") or ""
