@@ -24,7 +24,7 @@ def count(number: int, noun: str, plural: str = "") -> str:
 def status_lines(status: Status) -> Iterator[str]:
     """``accoil-buffer status`` without ``--json``."""
     pending = status.pending
-    yield f"outbox: {status.outbox.unfolded_messages} rows not yet folded"
+    yield f"outbox: {status.outbox.unfolded_messages} messages not yet folded"
     yield (
         f"pending delivery: {pending.users} users, {pending.accounts} accounts, "
         f"{pending.memberships} memberships, {pending.count_rows} count rows "

@@ -90,6 +90,8 @@ class Arrival:
     __slots__ = ("_sent", "at", "latest", "text")
 
     def __init__(self, at: datetime, future_margin: timedelta) -> None:
+        # In UTC whatever the clock's zone: a message's day is its timestamp's UTC date.
+        at = _as_utc(at)
         self.at = at
         self.text = format_timestamp(at)
         self.latest = at + future_margin

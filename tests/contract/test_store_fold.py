@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -117,6 +117,26 @@ def test_a_batch_folds_as_its_events_one_by_one(
                 )
             )
     assert results[0] == results[1]
+
+
+def test_events_are_counted_on_their_utc_day_whatever_the_clocks_zone(
+    database_url: str,
+) -> None:
+    # 01:58 on Dec 2 at +02:00 is 23:58 on Dec 1 in UTC.
+    at = datetime(2026, 12, 2, 1, 58, tzinfo=timezone(timedelta(hours=2)))
+    with opened(database_url) as database:
+        append(
+            database,
+            [
+                message(at=at, type="track", userId="u1", event="E"),  # received: Dec 1
+                message(at=at, type="track", userId="u1", event="E", timestamp="2026-12-02T00:02Z"),
+            ],
+        )
+        fold(database)
+    assert tables.counts(database_url) == {
+        (date(2026, 12, 1), "u1", "track", "E"): 1,
+        (date(2026, 12, 2), "u1", "track", "E"): 1,
+    }
 
 
 def test_counts_add_up_across_folds(database_url: str) -> None:
