@@ -17,7 +17,7 @@ def status(
     caller knows: the messages still queued in memory, and where delivery goes (``None``:
     delivery is off)."""
     o, dc, ac = schema.outbox, schema.daily_counts, schema.anonymous_counts
-    outbox_rows, oldest_received = conn.execute(
+    unfolded, oldest_received = conn.execute(
         select(func.coalesce(func.sum(o.c.occurrences), 0), func.min(o.c.received_at)).where(
             o.c.folded_at.is_(None)
         )
@@ -53,7 +53,7 @@ def status(
 
     oldest = min((t for t in waiting_since if t is not None), default=None)
     return Status(
-        outbox=OutboxStatus(outbox_rows, oldest_received, queued_in_memory),
+        outbox=OutboxStatus(unfolded, oldest_received, queued_in_memory),
         pending=Pending(
             users=pending["users"],
             accounts=pending["accounts"],
