@@ -42,6 +42,8 @@ MAX_ID_LENGTH = 255
 _MAX_ID_BITS = 850  # an integer id of this many bits has about MAX_ID_LENGTH digits
 # A Unix time above this is taken as milliseconds: 1e11 seconds is the year 5138.
 _MILLISECONDS_THRESHOLD = 1e11
+# The length of a UTC time that msgspec encodes without a fraction of a second, quotes included.
+_WHOLE_SECOND = len(b'"2026-01-01T00:00:00Z"')
 _NUMERIC = re.compile(r"[+-]?\d+(\.\d+)?")
 # The random part of generated messageIds. Not os.urandom: its system call releases the GIL to
 # the writer thread. Reseeded in a forked child so processes never share a sequence; our own
@@ -155,11 +157,8 @@ def _normalise(raw: object, arrival: Arrival) -> Message:
         )
 
     kind = cleaned.get("type")
-    if kind is None:
-        raise InvalidMessage("type", "is missing")
-    if not isinstance(kind, str) or kind.lower() not in TYPES:
-        raise InvalidMessage("type", f"must be one of {', '.join(sorted(TYPES))}, got {kind!r}")
-    kind = kind.lower()
+    if type(kind) is not str or kind not in TYPES:  # as Segment's libraries write it: as it is
+        kind = _kind(kind)
 
     user_id = as_id(cleaned.get("userId"), "userId")
     anonymous_id = as_id(cleaned.get("anonymousId"), "anonymousId")
@@ -276,7 +275,7 @@ def apply_batch(item: object, batch: Mapping[str, Any], *, plain: bool = False) 
 
 def is_deliverable(integrations: object) -> bool:
     """Apply Segment's Integrations object to our destination, with JavaScript truthiness."""
-    if integrations is None or not isinstance(integrations, Mapping):
+    if not integrations or not isinstance(integrations, Mapping):  # mostly none, or {}
         return True
     ours = integrations.get(DESTINATION_NAME)
     if ours is False:
@@ -342,18 +341,11 @@ def parse_timestamp(value: object, field: str) -> datetime:
 
 def format_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``, as Segment's libraries write it.
-    ``isoformat(timespec="milliseconds")`` writes the same text in twice the time, and an
-    f-string with these format specs is slower still: this runs for every call."""
-    m = _as_utc(moment)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031
-        m.year,
-        m.month,
-        m.day,
-        m.hour,
-        m.minute,
-        m.second,
-        m.microsecond // 1000,
-    )
+    msgspec writes RFC 3339 in C (``"…:SSZ"``, or ``"…:SS.ffffffZ"``), cut to milliseconds
+    here: several times faster than ``isoformat`` or ``%`` formatting, and this runs for every
+    call."""
+    text = encode(_as_utc(moment))
+    return (text[1:24] if len(text) > _WHOLE_SECOND else text[1:20] + b".000").decode() + "Z"
 
 
 def _event_time(message: Mapping[str, JSON], arrival: Arrival) -> datetime:
@@ -369,6 +361,14 @@ def _event_time(message: Mapping[str, JSON], arrival: Arrival) -> datetime:
         return arrival.at - (sent_at - timestamp)
     except OverflowError as exc:
         raise InvalidMessage("sentAt", "is too far from timestamp to correct clock skew") from exc
+
+
+def _kind(value: JSON) -> str:
+    if value is None:
+        raise InvalidMessage("type", "is missing")
+    if not isinstance(value, str) or value.lower() not in TYPES:
+        raise InvalidMessage("type", f"must be one of {', '.join(sorted(TYPES))}, got {value!r}")
+    return value.lower()
 
 
 def _name(message: Mapping[str, JSON], kind: str) -> str:
@@ -389,6 +389,8 @@ def _name(message: Mapping[str, JSON], kind: str) -> str:
 
 def as_id(value: JSON, field: str) -> str | None:
     """An id as Segment stores it: a string (numbers converted), or None when absent or empty."""
+    if type(value) is str and len(value) <= MAX_ID_LENGTH:  # what nearly every id is
+        return value or None
     if value is None or value == "":
         return None
     if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
@@ -408,6 +410,8 @@ def as_id(value: JSON, field: str) -> str | None:
 
 
 def _as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is UTC:  # a parsed "Z" or "+00:00" is: nothing to convert
+        return moment
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
