@@ -73,9 +73,12 @@ class GroupWriter:
                     )
             if self._closing:
                 raise BufferClosed("the Buffer is closed: its writer takes no more messages")
+            before = len(self._queue)
             self._queue.extend(messages)
             self._submitted += len(messages)
-            if len(self._queue) >= self._max_batch:
+            # Only on reaching a full batch: a writer busy committing checks the queue again
+            # before it waits, so a call made while the queue is full need not wake it.
+            if before < self._max_batch <= len(self._queue):
                 self._condition.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
