@@ -48,6 +48,7 @@ def reject(message: object) -> InvalidMessage:
         ("track", "message", "must be a JSON object"),
         ({"userId": "u"}, "type", "is missing"),
         ({"type": "purchase", "userId": "u"}, "type", "must be one of"),
+        ({"type": ["track"], "userId": "u"}, "type", "must be one of"),
         ({"type": "track", "event": "E"}, "userId", "is required"),
         ({"type": "track", "userId": "", "event": "E"}, "userId", "is required"),
         ({"type": "track", "userId": "u"}, "event", "is required for track"),
@@ -59,6 +60,7 @@ def reject(message: object) -> InvalidMessage:
         ({"type": "identify", "userId": True}, "userId", "must be a string or a number"),
         ({"type": "identify", "userId": {"id": 1}}, "userId", "must be a string or a number"),
         ({"type": "identify", "userId": "u" * 256}, "userId", "the limit is 255"),
+        ({"type": "identify", "userId": "u", "messageId": "m" * 256}, "messageId", "limit is 255"),
         ({"type": "identify", "userId": "u", "traits": []}, "traits", "must be an object"),
         (
             {"type": "track", "userId": "u", "event": "E", "properties": "x"},
@@ -196,6 +198,12 @@ def test_generated_ids_differ_in_a_forked_child_and_ignore_the_apps_seed() -> No
 
 def test_type_is_case_insensitive_and_stored_lowercase() -> None:
     assert accept(type="Track", userId="u", event="E").type == "track"
+
+
+def test_ids_are_taken_up_to_the_limit_and_empty_ones_are_absent() -> None:
+    message = accept(type="track", userId="u" * 255, anonymousId="", event="E", messageId="")
+    assert (message.user_id, message.anonymous_id) == ("u" * 255, None)
+    assert message.generated_id  # an empty messageId is none: the buffer makes one
 
 
 @given(
