@@ -26,6 +26,7 @@ from collections.abc import Mapping as AnyMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from msgspec.structs import replace
 
 from accoil_buffer.errors import ConfigError, InvalidMessage
@@ -86,9 +87,10 @@ class Mapping:
     enabled: bool = True
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What one matching mapping makes of a message: an action, or the problem that dropped it."""
+class Outcome(msgspec.Struct, frozen=True, gc=False):
+    """What one matching mapping makes of a message: an action, or the problem that dropped it.
+    A Struct: one is made for every message a mapping matches, in a fraction of a frozen
+    dataclass's time."""
 
     mapping: str
     action: Message | None = None

@@ -261,15 +261,18 @@ def new_message_id() -> str:
 def apply_batch(item: object, batch: Mapping[str, Any], *, plain: bool = False) -> object:
     """An item of a ``/v1/batch`` body with the batch's ``context`` and ``integrations`` merged
     under its own, and the batch's ``sentAt`` when it has none; ``plain`` if the body is."""
-    if not isinstance(item, Mapping):
+    if type(item) is not dict and not isinstance(item, Mapping):
         return item  # normalise() rejects it with a clear message
     merged = Plain(item) if plain else dict(item)
     for key in ("context", "integrations"):
-        shared, own = batch.get(key), item.get(key)
-        if isinstance(shared, Mapping) and (own is None or isinstance(own, Mapping)):
+        shared = batch.get(key)
+        if shared is None or not isinstance(shared, Mapping):
+            continue  # most batches share neither: each message carries its own
+        own = item.get(key)
+        if own is None or isinstance(own, Mapping):
             merged[key] = {**shared, **(own or {})}
-    if merged.get("sentAt") is None and batch.get("sentAt") is not None:
-        merged["sentAt"] = batch["sentAt"]
+    if merged.get("sentAt") is None and (sent := batch.get("sentAt")) is not None:
+        merged["sentAt"] = sent
     return merged
 
 
