@@ -50,6 +50,8 @@ _NUMERIC = re.compile(r"[+-]?\d+(\.\d+)?")
 # instance, so an app's random.seed() cannot make ids repeat.
 _ID_BITS = random.Random()
 os.register_at_fork(after_in_child=_ID_BITS.seed)
+_UUID7_CLEAR = ~(0xF << 76 | 0x3 << 62)  # the version and variant bits, set to 7 and RFC 9562
+_UUID7_SET = 0x7 << 76 | 0x2 << 62
 # Keys a client may send that must never be stored (write keys are credentials).
 _NEVER_STORED = frozenset({"writeKey"})
 
@@ -252,9 +254,7 @@ def new_message_id() -> str:
     Unique by construction, so the ledger never looks it up; ordered by the time it was made.
     """
     value = (time.time_ns() // 1_000_000) << 80 | _ID_BITS.getrandbits(80)
-    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62  # variant RFC 9562
-    digits = f"{value:032x}"
+    digits = (value & _UUID7_CLEAR | _UUID7_SET).to_bytes(16).hex()  # faster than format()
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
