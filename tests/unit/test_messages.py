@@ -221,6 +221,17 @@ def test_timestamps_are_written_as_segment_writes_them(moment: datetime) -> None
     assert format_timestamp(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
 
 
+class FrozenClockTime(datetime):
+    """What a frozen clock in a test (freezegun's) hands out: a subclass of datetime."""
+
+
+def test_a_clock_may_return_a_datetime_subclass() -> None:
+    moment = FrozenClockTime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    assert format_timestamp(moment) == "2026-05-01T10:00:00.123Z"
+    message = normalise({"type": "track", "userId": "u", "event": "E"}, received_at=moment)
+    assert message.payload["receivedAt"] == "2026-05-01T10:00:00.123Z"
+
+
 @pytest.mark.parametrize(
     ("timestamp", "expected"),
     [
