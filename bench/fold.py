@@ -10,8 +10,9 @@ that plus identity links, anonymous ids, traits and memberships, in its default 
 200,000 events, >= 0.5x at 1,000,000.
 
 Events are recorded in batches of 10,000, as a busy sidecar or group writer would, and
-folded twice over: with repeated keys (5,000 users x 20 events, each key twice a batch,
-which share an outbox row) and with distinct keys (a user per event: no two share a row).
+folded three times over: with repeated keys (5,000 users x 20 events, each key twice a
+batch, which share an outbox row), with distinct keys (a user per event: no two share a
+row) recorded in about the order of their keys, and with distinct keys in no order.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,23 +47,24 @@ BASELINE_FOLD = [
 ]
 
 
-KEYS = {"repeated": USERS, "distinct": None}  # users: None for one per event
+# The userId of event i, by the shape of the traffic.
+KEYS: dict[str, Callable[[int], str]] = {
+    "repeated": lambda i: f"user-{i % USERS}",
+    "distinct": lambda i: f"user-{i}",  # recorded in about the order of their keys
+    "scattered": lambda i: f"user-{i * 2654435761 % 2**32:08x}",  # distinct, in no order
+}
 
 
-def user(i: int, users: int | None) -> str:
-    return f"user-{i if users is None else i % users}"
+def rows(n: int, user: Callable[[int], str]) -> list[tuple[str, str, str, str]]:
+    return [("2026-11-28", user(i), "track", f"E{i % EVENTS}") for i in range(n)]
 
 
-def rows(n: int, users: int | None) -> list[tuple[str, str, str, str]]:
-    return [("2026-11-28", user(i, users), "track", f"E{i % EVENTS}") for i in range(n)]
-
-
-def baseline_sqlite(path: Path, n: int, users: int | None) -> float:
+def baseline_sqlite(path: Path, n: int, user: Callable[[int], str]) -> float:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     for statement in BASELINE_SCHEMA:
         db.execute(statement)
-    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows(n, users))
+    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", rows(n, user))
     started = time.perf_counter()
     db.execute("BEGIN IMMEDIATE")
     for statement in BASELINE_FOLD:
@@ -72,12 +75,12 @@ def baseline_sqlite(path: Path, n: int, users: int | None) -> float:
     return n / elapsed
 
 
-def baseline_postgres(url: str, n: int, users: int | None) -> float:
+def baseline_postgres(url: str, n: int, user: Callable[[int], str]) -> float:
     with psycopg.connect(url.replace("+psycopg", "")) as db:
         for statement in BASELINE_SCHEMA:
             db.execute(statement)
         with db.cursor() as cursor:
-            cursor.executemany("INSERT INTO events VALUES (%s, %s, %s, %s)", rows(n, users))
+            cursor.executemany("INSERT INTO events VALUES (%s, %s, %s, %s)", rows(n, user))
         db.commit()
         started = time.perf_counter()
         for statement in BASELINE_FOLD:
@@ -86,7 +89,7 @@ def baseline_postgres(url: str, n: int, users: int | None) -> float:
         return n / (time.perf_counter() - started)
 
 
-def ours(url: str, n: int, users: int | None) -> float:
+def ours(url: str, n: int, user: Callable[[int], str]) -> float:
     with Buffer(url, start=False):
         pass  # migrate
     database = Database.open(Config(database_url=url))
@@ -94,7 +97,7 @@ def ours(url: str, n: int, users: int | None) -> float:
     for start in range(0, n, 10_000):
         messages = [
             normalise(
-                {"type": "track", "userId": user(i, users), "event": f"E{i % EVENTS}"},
+                {"type": "track", "userId": user(i), "event": f"E{i % EVENTS}"},
                 received_at=now,
             )
             for i in range(start, min(n, start + 10_000))
@@ -121,15 +124,15 @@ def main() -> None:
     n = args.events
     results: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeat):
-        for keys, users in KEYS.items():
+        for keys, user in KEYS.items():
             with tempfile.TemporaryDirectory() as folder:
-                base = baseline_sqlite(Path(folder) / "raw.db", n, users)
+                base = baseline_sqlite(Path(folder) / "raw.db", n, user)
                 results.setdefault(("SQLite", keys), []).append(
-                    ours(f"sqlite:///{Path(folder) / 'ours.db'}", n, users) / base
+                    ours(f"sqlite:///{Path(folder) / 'ours.db'}", n, user) / base
                 )
-            base = baseline_postgres(fresh_postgres(args.postgres), n, users)
+            base = baseline_postgres(fresh_postgres(args.postgres), n, user)
             results.setdefault(("PostgreSQL", keys), []).append(
-                ours(fresh_postgres(args.postgres), n, users) / base
+                ours(fresh_postgres(args.postgres), n, user) / base
             )
     print(f"B3: folding {n:,} track events in {args.repeat} rounds, fold / raw upsert")
     for (name, keys), ratios in results.items():
