@@ -11,7 +11,6 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     JSON,
     BigInteger,
-    CheckConstraint,
     Column,
     ColumnElement,
     Date,
@@ -61,9 +60,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-EVENT_KIND_CHECK = "kind IN ('track', 'page', 'screen')"
 
 
 def claim_columns() -> list[Column[Any]]:
@@ -202,7 +198,6 @@ daily_counts = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("pending_since", UTCDateTime),
     *claim_columns(),
-    CheckConstraint(EVENT_KIND_CHECK, name="kind"),
     comment="Accoil's model: occurrences per (UTC day, user, kind, name).",
 )
 
@@ -248,7 +243,6 @@ anonymous_counts = Table(
     Column("name", ID, primary_key=True),
     Column("count", BigInteger, nullable=False),
     Column("last_seen_at", UTCDateTime, nullable=False, index=True),
-    CheckConstraint(EVENT_KIND_CHECK, name="kind"),
     # The key leads with the day; moving or pruning an anonymous id finds its rows here.
     Index(None, "anonymous_id"),
     comment="Counts of anonymous ids not yet linked to a user; moved on identify/alias.",

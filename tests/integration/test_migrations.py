@@ -10,6 +10,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from accoil_buffer import Buffer, Config, SchemaError
 from accoil_buffer.reasons import Reason
@@ -173,3 +174,43 @@ def test_0011_counts_rows_written_before_once_and_refuses_to_lose_shared_ones(
         _downgrade(database, "0010")
     database.dispose()
     assert tables.counts(empty_database_url) == {(date(2026, 12, 5), "u1", "track", "E"): 3}
+
+
+def test_0012_keeps_the_counts_and_its_downgrade_puts_the_kind_check_back(
+    empty_database_url: str,
+) -> None:
+    database = Database.open(Config(database_url=empty_database_url))
+    upgrade(database, "0011")
+    count = (
+        "INSERT INTO accoil_daily_counts (day, user_id, kind, name, count, updated_at) "
+        "VALUES ('2026-12-05', 'u1', '{kind}', 'E', 3, '2026-12-05 10:00:00')"
+    )
+    anonymous = (
+        "INSERT INTO accoil_anonymous_counts (day, anonymous_id, kind, name, count, "
+        "last_seen_at) VALUES ('2026-12-05', 'a1', '{kind}', 'E', 2, '2026-12-05 10:00:00')"
+    )
+    with database.engine.begin() as conn:
+        conn.execute(text(count.format(kind="track")))
+        conn.execute(text(anonymous.format(kind="page")))
+    upgrade(database)
+    with database.engine.connect() as conn:  # no check left: written and rolled back
+        for statement in (count, anonymous):
+            conn.execute(text(statement.format(kind="identify")))
+        conn.rollback()
+    expected = (
+        {(date(2026, 12, 5), "u1", "track", "E"): 3},
+        {(date(2026, 12, 5), "a1", "page", "E"): 2},
+    )
+    assert (
+        tables.counts(empty_database_url),
+        tables.anonymous_counts(empty_database_url),
+    ) == expected
+    _downgrade(database, "0011")
+    assert (
+        tables.counts(empty_database_url),
+        tables.anonymous_counts(empty_database_url),
+    ) == expected
+    for statement in (count, anonymous):
+        with pytest.raises(IntegrityError), database.engine.begin() as conn:
+            conn.execute(text(statement.format(kind="identify")))
+    database.dispose()
