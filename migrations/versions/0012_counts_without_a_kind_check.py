@@ -5,8 +5,8 @@ Revises: 0011
 Create Date: 2026-12-07 01:10:00
 
 SQLite evaluates a CHECK for every row an upsert writes, and the counts are the rows a fold
-writes most: without it, a fold's statements on distinct keys take 0.87x the time. Only the
-fold writes these tables, and it writes only the event kinds; the check guarded nothing else.
+writes most, so without it a fold writes them faster. Only the fold writes these tables, and it
+writes only the event kinds; the check guarded nothing else.
 """
 
 from __future__ import annotations
