@@ -313,6 +313,13 @@ def normalise_traits(
 
 def parse_timestamp(value: object, field: str) -> datetime:
     """Parse an ISO 8601 string (any offset; none means UTC) or Unix seconds/milliseconds."""
+    try:
+        return _parsed_timestamp(value, field)
+    except OverflowError as exc:  # a moment UTC cannot hold: year 1 at +01:00, say
+        raise InvalidMessage(field, f"{value!r} is out of the range of dates in UTC") from exc
+
+
+def _parsed_timestamp(value: object, field: str) -> datetime:
     if type(value) is str and value[4:5] == "-":  # ISO 8601's "YYYY-", which no number has
         try:
             return _as_utc(datetime.fromisoformat(value))

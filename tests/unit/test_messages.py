@@ -92,6 +92,16 @@ def reject(message: object) -> InvalidMessage:
             "timestamp",
             "out of range",
         ),
+        (  # a moment UTC cannot hold: year 1 at +01:00 is still year 0 there
+            {"type": "track", "userId": "u", "event": "E", "timestamp": "0001-01-01T00:00+01:00"},
+            "timestamp",
+            "out of the range of dates in UTC",
+        ),
+        (
+            {"type": "track", "userId": "u", "event": "E", "sentAt": "9999-12-31T23:00-01:00"},
+            "sentAt",
+            "out of the range of dates in UTC",
+        ),
         (
             {"type": "track", "userId": "u", "event": "E", "sentAt": "soon"},
             "sentAt",
