@@ -10,13 +10,11 @@ would lose the valid messages with the invalid.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import gc
 import hmac
 import logging
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, cast
@@ -28,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from accoil_buffer.bodies import Refusal, read_body
 from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import Config, ServerConfig
 from accoil_buffer.console import Console
@@ -57,9 +56,6 @@ ENDPOINTS = {
     "b": "batch",
     "import": "batch",  # older mobile libraries (analytics-android 4, early analytics-ios)
 }
-# A client has this long to send a request's body once its headers arrived: a connection
-# that never finishes it is answered 408 instead of held forever.
-BODY_TIMEOUT_SECONDS = 30.0
 # Top-level fields a rejection may be counted under; anything else is counted as "message",
 # so a client cannot grow the metrics without bound with field names of its own.
 _REJECTION_FIELDS = frozenset(
@@ -81,51 +77,6 @@ _REJECTION_FIELDS = frozenset(
         "sentAt",
     }
 )
-
-
-class _Refusal(Exception):
-    """A request refused before its messages reach the buffer."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-async def _read_body(request: Request) -> bytes:
-    """The body, gunzipped, refused past MAX_BODY_BYTES before it is all in memory."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _Refusal(400, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise _Refusal(400, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes")
-                chunks.append(chunk)
-    except TimeoutError as exc:
-        raise _Refusal(
-            408, "timeout", f"the body did not arrive within {BODY_TIMEOUT_SECONDS:.0f} s"
-        ) from exc
-    raw = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding == "identity":
-        return raw
-    if encoding != "gzip":
-        raise _Refusal(
-            400, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported (gzip is)"
-        )
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        body = inflater.decompress(raw, MAX_BODY_BYTES + 1)
-    except zlib.error as exc:
-        raise _Refusal(400, "invalid_gzip", f"body is not valid gzip: {exc}") from exc
-    if len(body) > MAX_BODY_BYTES or inflater.unconsumed_tail:
-        raise _Refusal(400, "too_large", f"body is larger than {MAX_BODY_BYTES} bytes unzipped")
-    if not inflater.eof:
-        raise _Refusal(400, "invalid_gzip", "gzip body is truncated")
-    return body
 
 
 def _rejection_reason(field: str) -> str:
@@ -180,7 +131,7 @@ class Sidecar:
     def _authorised(self, key: str | None) -> bool:
         if not self._write_keys:
             return True
-        given = (key or "").encode()
+        given = (key or "").encode("utf-8", "surrogatepass")  # a lone surrogate: 401, not 400
         return any(hmac.compare_digest(given, allowed) for allowed in self._write_keys)
 
     async def ingest(self, request: Request) -> Response:
@@ -188,18 +139,18 @@ class Sidecar:
         if kind is None:
             return error(404, "not_found", f"no endpoint {request.url.path}")
         try:
-            body, plain = decode(await _read_body(request))
+            body, plain = decode(await read_body(request, MAX_BODY_BYTES))
             if not isinstance(body, dict):
-                raise _Refusal(400, "invalid_json", "body must be a JSON object")
+                raise Refusal(400, "invalid_json", "body must be a JSON object")
             if not self._authorised(_write_key(request, body)):
-                raise _Refusal(401, "unauthorized", "missing or unknown write key")
+                raise Refusal(401, "unauthorized", "missing or unknown write key")
             if kind == "batch":
                 if not isinstance(body.get("batch"), list):
-                    raise _Refusal(400, "invalid_batch", "batch must be an array of messages")
+                    raise Refusal(400, "invalid_batch", "batch must be an array of messages")
                 messages = [apply_batch(item, body, plain=plain) for item in body["batch"]]
             else:
                 messages = [(Plain if plain else dict)(body, type=kind)]
-        except _Refusal as refusal:
+        except Refusal as refusal:
             self.metrics.rejected.labels(refusal.code).inc()
             return error(refusal.status, refusal.code, refusal.message)
         except (ValueError, RecursionError) as exc:

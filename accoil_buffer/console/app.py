@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from accoil_buffer.bodies import Refusal, read_body
 from accoil_buffer.buffer import Buffer
 from accoil_buffer.config import ServerConfig
 from accoil_buffer.console.explain import describe
@@ -40,6 +41,7 @@ ASSETS = Path(__file__).with_name("assets")
 HISTORY_DAYS = 30
 DEAD_LETTERS_SHOWN = 100
 MAX_REPLAY_BODY = 64 * 1024
+_SEQ_DIGITS = 18  # a seq counts messages seen since the daemon started: it fits
 _PAGE_HEADERS = {
     # Only the console's own files run in it, and no other page may frame it (a click on
     # Replay must be the operator's).
@@ -134,7 +136,7 @@ class Console:
         if refusal := self._refusal(request):
             return refusal
         after = request.query_params.get("after", "0")
-        if not after.isdigit():
+        if not (after.isascii() and after.isdigit() and len(after) <= _SEQ_DIGITS):
             return _error(400, "invalid_after", "after must be a whole number (a seq)")
         self.ring.watch()
         seen = self.ring.after(int(after))
@@ -151,11 +153,10 @@ class Console:
         """Send dead letters again: ``{"ids": [...]}``, or all of them without ids."""
         if refusal := self._refusal(request):
             return refusal
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_REPLAY_BODY:
-                return _error(400, "too_large", f"the body is larger than {MAX_REPLAY_BODY} bytes")
+        try:
+            body = await read_body(request, MAX_REPLAY_BODY)
+        except Refusal as bad:
+            return _error(bad.status, bad.code, bad.message)
         try:
             ids = _replay_ids(json.loads(body or b"{}"))
         except (ValueError, RecursionError) as exc:

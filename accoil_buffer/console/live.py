@@ -91,4 +91,5 @@ def _preview(message: object) -> str:
         text = json.dumps(message, ensure_ascii=False, default=repr)
     except (TypeError, ValueError, RecursionError):
         text = f"(a {type(message).__name__} that is not JSON)"
-    return text[:PREVIEW_CHARS]
+    # A lone surrogate (one reason to reject) is shown escaped: UTF-8 cannot carry it.
+    return text[:PREVIEW_CHARS].encode("utf-8", "backslashreplace").decode()

@@ -227,6 +227,8 @@ def test_bad_paths_and_queries_are_4xx_in_json(sqlite_buffer: Buffer) -> None:
     console = client(sqlite_buffer)
     for method, path, status in (
         ("GET", "/console/api/events?after=x", 400),
+        ("GET", "/console/api/events?after=%C2%B2", 400),  # a digit to isdigit(), not to int()
+        ("GET", "/console/api/events?after=" + "9" * 5000, 400),
         ("GET", "/console/api/nothing", 404),
         ("GET", "/console/assets/nothing.js", 404),
         ("GET", "/console/api/dead-letters/replay", 405),

@@ -208,6 +208,13 @@ BIG = "x" * 40_000
         ("/v1/track", json.dumps({"userId": "u", "event": "E"}).encode(), {}, 401, "unauthorized"),
         (
             "/v1/track",
+            b'{"userId": "u", "event": "E", "writeKey": "\\ud800"}',
+            {},
+            401,
+            "unauthorized",
+        ),
+        (
+            "/v1/track",
             json.dumps({"userId": "u", "event": "E", "writeKey": "nope"}).encode(),
             {},
             401,

@@ -79,3 +79,15 @@ def test_a_preview_of_what_is_not_json_says_so() -> None:
     (seen,) = ring.after(0)
     assert seen.message == "(a list that is not JSON)"
     json.dumps(seen.message)
+
+
+def test_a_message_rejected_for_a_lone_surrogate_previews_as_text_a_page_can_be_sent() -> None:
+    ring = Ring()
+    ring.watch()
+    broken = {"type": "track", "properties": {"x": "\ud800"}}
+    rejection = Rejection(0, InvalidMessage("message.properties.x", "lone surrogate"))
+    ring.record([broken], IngestReport(stored=0, duplicates=0, filtered=0, rejected=(rejection,)))
+    (seen,) = ring.after(0)
+    assert isinstance(seen.message, str)
+    seen.message.encode()  # UTF-8, as the page is sent: a lone surrogate would raise here
+    assert "\\ud800" in seen.message

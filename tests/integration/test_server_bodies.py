@@ -1,0 +1,88 @@
+"""Bodies that stop arriving, or whose client leaves halfway, on every path that reads one:
+answered 408 or 400 in JSON, never held forever and never counted as a defect (500)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accoil_buffer import Buffer, ServerConfig, bodies
+from accoil_buffer.server import Sidecar
+
+PATHS = ["/v1/batch", "/v1/track", "/console/api/dead-letters/replay"]
+
+
+@pytest.fixture
+def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
+    with Buffer(f"sqlite:///{tmp_path / 'bodies.db'}", start=False) as buffer:
+        yield Sidecar(buffer, ServerConfig())
+
+
+async def post_part_of_a_body(sidecar: Sidecar, path: str, then: str) -> list[dict[str, Any]]:
+    """POST ``path`` declaring 100 bytes, send one, then ``hang`` or ``leave``; the ASGI
+    messages the application answers with."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8740"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8740),
+    }
+    arriving = [{"type": "http.request", "body": b"{", "more_body": True}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if arriving:
+            return arriving.pop()
+        if then == "leave":
+            return {"type": "http.disconnect"}
+        await asyncio.Event().wait()  # the client sends nothing more, ever
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(sidecar.app(scope, receive, send), timeout=10)
+    return sent
+
+
+def answer(sent: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body)
+
+
+def statuses_counted(sidecar: Sidecar) -> set[str]:
+    lines = sidecar.metrics.render().decode().splitlines()
+    counted = [line for line in lines if line.startswith("accoil_buffer_http_responses_total{")]
+    return {line.split('status="')[1].split('"')[0] for line in counted}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_body_that_stops_arriving_is_answered_408(
+    sidecar: Sidecar, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bodies, "BODY_TIMEOUT_SECONDS", 0.2)
+    status, document = answer(asyncio.run(post_part_of_a_body(sidecar, path, "hang")))
+    assert (status, document["code"]) == (408, "timeout")
+    assert statuses_counted(sidecar) == {"408"}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_client_that_leaves_mid_body_is_not_counted_as_a_defect(
+    sidecar: Sidecar, path: str
+) -> None:
+    status, document = answer(asyncio.run(post_part_of_a_body(sidecar, path, "leave")))
+    assert (status, document["code"]) == (400, "incomplete_body")
+    assert statuses_counted(sidecar) == {"400"}
