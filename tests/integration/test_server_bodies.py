@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,8 @@ async def post_part_of_a_body(sidecar: Sidecar, path: str, then: str) -> list[di
         await asyncio.Event().wait()  # the client sends nothing more, ever
         raise AssertionError("unreachable")
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     await asyncio.wait_for(sidecar.app(scope, receive, send), timeout=10)
     return sent
