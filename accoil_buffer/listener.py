@@ -8,20 +8,22 @@ import ipaddress
 import signal
 import socket
 import threading
+from collections.abc import Callable
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from accoil_buffer.config import ServerConfig
 from accoil_buffer.errors import ConfigError, ListenError
+from accoil_buffer.middleware import error
 
 SHUTDOWN_GRACE_SECONDS = 10
 # A client has this long to send a request's headers: a connection that never finishes them
 # is closed instead of held forever.
 HEADER_TIMEOUT_SECONDS = 10.0
 KEEP_ALIVE_SECONDS = 5
-MAX_CONNECTIONS = 1000  # past this, uvicorn answers 503, which Segment's libraries retry
+MAX_CONNECTIONS = 1000  # past this, requests are answered 503, which Segment's libraries retry
 
 
 def is_loopback(host: str) -> bool:
@@ -60,19 +62,44 @@ def listen(server: ServerConfig) -> socket.socket:
 
 def http_server(app: ASGIApp) -> uvicorn.Server:
     """uvicorn serving ``app`` with the sidecar's timeouts and connection bound."""
-    return uvicorn.Server(
+
+    def crowded() -> bool:
+        state = server.server_state
+        return len(state.connections) > MAX_CONNECTIONS or len(state.tasks) > MAX_CONNECTIONS
+
+    server = uvicorn.Server(
         uvicorn.Config(
-            app,
+            _Bounded(app, crowded),
             http=_HeaderTimeoutProtocol,
             loop="auto",  # uvloop, a dependency wherever it builds (docs: dependencies)
             log_level="warning",
             access_log=False,
             lifespan="off",
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
-            limit_concurrency=MAX_CONNECTIONS,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
     )
+    return server
+
+
+class _Bounded:
+    """Past MAX_CONNECTIONS open connections (or requests), answers 503 in JSON, as every
+    error is: uvicorn's own bound (``limit_concurrency``) answers in plain text."""
+
+    def __init__(self, app: ASGIApp, crowded: Callable[[], bool]) -> None:
+        self._app, self._crowded = app, crowded
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._crowded():
+            refusal = error(
+                503,
+                "unavailable",
+                f"more than {MAX_CONNECTIONS} connections are open; retry",
+                headers={"Connection": "close"},
+            )
+            await refusal(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
 
 
 def run_until_signalled(server: uvicorn.Server, sock: socket.socket) -> None:

@@ -46,13 +46,15 @@ def wrap(
 
 
 class _CORS(CORSMiddleware):
-    """Starlette's CORS, answering a granted preflight 204 with no body."""
+    """Starlette's CORS, answering a granted preflight 204 with no body, and a refused one in
+    JSON."""
 
     def preflight_response(self, request_headers: Headers) -> Response:
         answer = super().preflight_response(request_headers)
-        if answer.status_code != 200:
-            return answer  # a refused preflight says why
         kept = {k: v for k, v in answer.headers.items() if k not in _BODY_HEADERS}
+        if answer.status_code != 200:  # refused: why, in JSON as every error is
+            why = bytes(answer.body).decode()
+            return error(answer.status_code, "preflight_refused", why, headers=kept)
         return Response(status_code=204, headers=kept)
 
 

@@ -58,6 +58,17 @@ def test_a_preflight_from_an_allowed_page_is_granted(sidecar: tuple[TestClient, 
     assert "origin" in answer.headers["vary"].lower()
 
 
+def test_a_preflight_asking_for_a_method_not_allowed_is_refused_in_json(
+    sidecar: tuple[TestClient, str],
+) -> None:
+    client, _ = sidecar
+    headers = {"Origin": APP, "Access-Control-Request-Method": "PUT"}
+    answer = client.options("/v1/batch", headers=headers)
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "preflight_refused"
+    assert "method" in answer.json()["message"]
+
+
 def test_an_allowed_page_sends_and_every_answer_carries_the_origin(
     sidecar: tuple[TestClient, str],
 ) -> None:

@@ -1,18 +1,23 @@
-"""Bodies that stop arriving, or whose client leaves halfway, on every path that reads one:
-answered 408 or 400 in JSON, never held forever and never counted as a defect (500)."""
+"""The sidecar at its limits: a body that stops arriving or whose client leaves halfway, on
+every path that reads one, and more connections than it serves: answered in JSON, never held
+forever and never counted as a defect (500)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from accoil_buffer import Buffer, ServerConfig, bodies
+from accoil_buffer import Buffer, ServerConfig, bodies, listener
 from accoil_buffer.server import Sidecar
+from tests.integration.test_server import free_port
 
 PATHS = ["/v1/batch", "/v1/track", "/console/api/dead-letters/replay"]
 
@@ -86,3 +91,27 @@ def test_a_client_that_leaves_mid_body_is_not_counted_as_a_defect(
     status, document = answer(asyncio.run(post_part_of_a_body(sidecar, path, "leave")))
     assert (status, document["code"]) == (400, "incomplete_body")
     assert statuses_counted(sidecar) == {"400"}
+
+
+def test_past_the_connection_bound_requests_are_answered_503_in_json(
+    sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener, "MAX_CONNECTIONS", 1)
+    server = listener.http_server(sidecar.app)
+    sock = listener.listen(ServerConfig(port=free_port()))
+    serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    serving.start()
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        while not server.started:
+            serving.join(0.05)
+        with socket.create_connection(sock.getsockname()):  # open, idle: the one served
+            answer = httpx.get(url + "/health")
+        alone = httpx.get(url + "/health")
+    finally:
+        server.should_exit = True
+        serving.join(30)
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "unavailable"
+    assert "connections" in answer.json()["message"]
+    assert alone.status_code == 200
