@@ -10,6 +10,7 @@ would lose the valid messages with the invalid.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import gc
@@ -39,6 +40,7 @@ from accoil_buffer.middleware import error, wrap
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 500 * 1024  # Segment's batch limit, after decompression
+STORED_AT_ONCE = 16  # requests parsed and being stored at a time; the rest wait their turn
 ENDPOINTS = {
     "identify": "identify",
     "i": "identify",
@@ -111,6 +113,8 @@ class Sidecar:
         self._write_keys = [key.encode() for key in server.write_keys]
         self._public_url = server.public_url.rstrip("/")
         self.metrics = Metrics(buffer.status_report)
+        # A body's parsed messages take many times its bytes: so many are held at once.
+        self._storing = asyncio.Semaphore(STORED_AT_ONCE)
         self.console = Console(buffer, server, lambda r: self._authorised(_basic_user(r)))
         routes = Starlette(
             routes=[
@@ -139,7 +143,15 @@ class Sidecar:
         if kind is None:
             return error(404, "not_found", f"no endpoint {request.url.path}")
         try:
-            body, plain = decode(await read_body(request, MAX_BODY_BYTES))
+            raw = await read_body(request, MAX_BODY_BYTES)
+        except Refusal as refusal:
+            return self._refused(refusal)
+        async with self._storing:
+            return await self._store(kind, request, raw)
+
+    async def _store(self, kind: str, request: Request, raw: bytes) -> Response:
+        try:
+            body, plain = decode(raw)
             if not isinstance(body, dict):
                 raise Refusal(400, "invalid_json", "body must be a JSON object")
             if not self._authorised(_write_key(request, body)):
@@ -151,8 +163,7 @@ class Sidecar:
             else:
                 messages = [(Plain if plain else dict)(body, type=kind)]
         except Refusal as refusal:
-            self.metrics.rejected.labels(refusal.code).inc()
-            return error(refusal.status, refusal.code, refusal.message)
+            return self._refused(refusal)
         except (ValueError, RecursionError) as exc:
             self.metrics.rejected.labels("invalid_json").inc()
             return error(400, "invalid_json", f"body is not valid JSON: {exc}")
@@ -178,6 +189,10 @@ class Sidecar:
                 for r in report.rejected
             ]
         return JSONResponse(answer)
+
+    def _refused(self, refusal: Refusal) -> Response:
+        self.metrics.rejected.labels(refusal.code).inc()
+        return error(refusal.status, refusal.code, refusal.message)
 
     async def usage_metrics(self, _request: Request) -> Response:
         """analytics.js reports its own usage here: taken and dropped, never stored."""

@@ -16,16 +16,21 @@ import httpx
 import pytest
 
 from accoil_buffer import Buffer, ServerConfig, bodies, listener
-from accoil_buffer.server import Sidecar
+from accoil_buffer.server import STORED_AT_ONCE, Sidecar
 from tests.integration.test_server import free_port
 
 PATHS = ["/v1/batch", "/v1/track", "/console/api/dead-letters/replay"]
 
 
 @pytest.fixture
-def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
-    with Buffer(f"sqlite:///{tmp_path / 'bodies.db'}", start=False) as buffer:
-        yield Sidecar(buffer, ServerConfig())
+def buffer(tmp_path: Path) -> Iterator[Buffer]:
+    with Buffer(f"sqlite:///{tmp_path / 'limits.db'}", start=False) as buffer:
+        yield buffer
+
+
+@pytest.fixture
+def sidecar(buffer: Buffer) -> Sidecar:
+    return Sidecar(buffer, ServerConfig())
 
 
 async def post_part_of_a_body(sidecar: Sidecar, path: str, then: str) -> list[dict[str, Any]]:
@@ -115,3 +120,23 @@ def test_past_the_connection_bound_requests_are_answered_503_in_json(
     assert answer.json()["code"] == "unavailable"
     assert "connections" in answer.json()["message"]
     assert alone.status_code == 200
+
+
+def test_more_requests_than_are_stored_at_once_are_all_stored(
+    sidecar: Sidecar, buffer: Buffer
+) -> None:
+    def track(n: int, i: int) -> dict[str, str]:
+        return {"type": "track", "userId": f"user-{n}", "event": f"Event {i}"}
+
+    async def post_all() -> list[int]:
+        transport = httpx.ASGITransport(app=sidecar.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            posts = [
+                client.post("/v1/batch", json={"batch": [track(n, i) for i in range(10)]})
+                for n in range(3 * STORED_AT_ONCE)
+            ]
+            return [answer.status_code for answer in await asyncio.gather(*posts)]
+
+    assert asyncio.run(post_all()) == [200] * 3 * STORED_AT_ONCE
+    buffer.flush()
+    assert buffer.status()["pending"]["occurrences"] == 3 * STORED_AT_ONCE * 10
