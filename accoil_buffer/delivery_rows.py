@@ -39,8 +39,7 @@ class Row:
                 return None
             self.next, self.in_flight = 2, 1
             return Job(self, self.body or {})
-        while self.next in self.acked:
-            self.next += 1
+        self.next = self._next_unsent()
         if self.next > self.last or self.next > self.watermark + window:
             return None
         ordinal, self.next = self.next, self.next + 1
@@ -60,10 +59,15 @@ class Row:
         """Nothing more to issue (what is issued may still be in flight)."""
         if not self.is_count:
             return self.next > 1
-        ahead = self.next
+        return self._next_unsent() > self.last
+
+    def _next_unsent(self) -> int:
+        """The next ordinal neither sent nor acknowledged: past the watermark too, which an
+        answer may have moved beyond ``next`` by closing the gap below acked ordinals."""
+        ahead = max(self.next, self.watermark + 1)
         while ahead in self.acked:
             ahead += 1
-        return ahead > self.last
+        return ahead
 
     def progress(self) -> deliveries.Progress:
         """What Accoil has of this row now, as the store records it."""

@@ -18,6 +18,7 @@ from accoil_buffer.accoil_api import (
     STAGING_ENDPOINT,
     AccoilClient,
     endpoint_and_key,
+    message_id,
 )
 from accoil_buffer.delivery import Delivery, DeliverySettings
 from accoil_buffer.store import schema
@@ -233,6 +234,29 @@ def test_transient_failures_are_retried_within_the_pass(
         ("2026-11-28", "u1", "track", "E"): 1,
         ("2026-11-28", "u1", "track", "F"): 1,
     }
+
+
+def test_occurrences_acknowledged_beyond_a_gap_are_not_sent_again_when_it_closes(
+    database_url: str, fake: FakeAccoil, clock: Clock
+) -> None:
+    first = message_id("count", TODAY.isoformat(), "u1", "track", "E", 1)
+    fake.behaviour = lambda m: Reply(503) if m["messageId"] == first else Reply()
+    with open_buffer(database_url, fake, clock, max_in_flight=2) as buf:
+        for _ in range(3):
+            buf.track("u1", "E")
+        buf.flush()  # the first occurrence keeps failing: the second is acknowledged
+        # Slow answers for another user keep the pass's window full, so that the first
+        # occurrence's answer closes the gap before its row is asked for more.
+        fake.behaviour = lambda m: Reply(delay=0.5) if m["userId"] == "u2" else Reply()
+        for user in ("u1", "u1", "u2", "u2", "u2", "u2"):
+            buf.track(user, "E")
+        buf.flush()
+    accepted = fake.accepted()
+    assert occurrences(accepted) == {
+        (TODAY.isoformat(), "u1", "track", "E"): 5,
+        (TODAY.isoformat(), "u2", "track", "E"): 4,
+    }
+    assert Counter(b["messageId"] for b in accepted).most_common(1)[0][1] == 1
 
 
 @pytest.mark.parametrize("cause", ["refused key", "flush timeout"])
