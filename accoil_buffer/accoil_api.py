@@ -22,6 +22,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -63,14 +64,16 @@ class Answer:
 
 
 def classify(status: int) -> Verdict:
-    """The retry rule in one place, as Segment's own libraries write it."""
+    """The retry rule in one place, as Segment's own libraries write it: only a 4xx other
+    than 408 and 429 refuses a message for good (a 3xx, a redirect not followed, is retried
+    like a 5xx: the message waits until the endpoint is put right)."""
     if 200 <= status < 300:
         return Verdict.DELIVERED
     if status in {401, 403}:
         return Verdict.PAUSE
-    if status in {408, 429} or status >= 500:
-        return Verdict.RETRY
-    return Verdict.DEAD_LETTER
+    if 400 <= status < 500 and status not in {408, 429}:
+        return Verdict.DEAD_LETTER
+    return Verdict.RETRY
 
 
 def endpoint_and_key(api_key: str, endpoint: str | None) -> tuple[str, str]:
@@ -194,13 +197,12 @@ class AccoilClient:
     async def session(self) -> AsyncIterator[Session]:
         """Connections for one delivery pass, closed when it ends (an injected transport
         belongs to whoever injected it, and stays open)."""
-        timeout = {name: self._timeout for name in ("connect", "read", "write", "pool")}
         if self._transport is not None:
-            yield Session(self._transport, self.url, self._headers, timeout)
+            yield Session(self._transport, self.url, self._headers, self._timeout)
             return
         limits = httpx.Limits(max_connections=self._max_connections)
         async with AiohttpTransport(verify=self._verify(), limits=limits) as transport:
-            yield Session(transport, self.url, self._headers, timeout)
+            yield Session(transport, self.url, self._headers, self._timeout)
 
     def _verify(self) -> ssl.SSLContext:
         """Certificates are verified, against the CAs httpx trusts."""
@@ -228,12 +230,13 @@ class Session:
         transport: httpx.AsyncBaseTransport,
         url: str,
         headers: list[tuple[bytes, bytes]],
-        timeout: dict[str, float],
+        timeout: float,
     ) -> None:
         self._transport = transport
         self._url = httpx.URL(url)
         self._headers = headers
-        self._extensions = {"timeout": timeout}
+        self._timeout = timeout
+        self._extensions = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)}
 
     async def send(self, body: Mapping[str, Any]) -> Answer:
         request = httpx.Request(
@@ -244,14 +247,17 @@ class Session:
             extensions=self._extensions,
         )
         try:
-            response = await self._transport.handle_async_request(request)
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException as exc:
+            # The transport's timeouts bound each wait (a read, say), not the whole request:
+            # an answer trickling in a byte at a time would hold the pass for ever.
+            async with asyncio.timeout(self._timeout):
+                response = await self._transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+        except (httpx.TimeoutException, TimeoutError) as exc:
             return Answer(Verdict.RETRY, error=f"timed out ({type(exc).__name__})")
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, aiohttp.ClientError) as exc:  # aiohttp's: not translated
             return Answer(Verdict.RETRY, error=f"network error ({type(exc).__name__}: {exc})")
         return Answer(
             classify(response.status_code),

@@ -308,6 +308,60 @@ def test_timeouts_are_transient(database_url: str, fake: FakeAccoil, clock: Cloc
         assert buf.status()["pending"]["occurrences"] == 1
 
 
+def test_an_answer_trickling_in_is_timed_out_as_a_whole(
+    database_url: str, fake: FakeAccoil, clock: Clock
+) -> None:
+    fake.behaviour = lambda _m: Reply(trickle=0.1)  # each wait short, the whole endless
+    reports: list[FlushReport] = []
+    with open_buffer(database_url, fake, clock, request_timeout_seconds=0.5) as buf:
+        buf.track("u1", "E")
+        flushing = threading.Thread(target=lambda: reports.append(buf.flush()))
+        flushing.start()
+        flushing.join(60)
+        assert not flushing.is_alive()
+        assert buf.status()["pending"]["occurrences"] == 1
+    (report,) = reports
+    assert report.delivery is not None
+    assert report.delivery.failure is not None
+    assert "timed out" in report.delivery.failure
+
+
+def test_an_answer_that_is_not_http_is_retried_as_a_network_error(
+    database_url: str, fake: FakeAccoil, clock: Clock
+) -> None:
+    answers = iter([Reply(garbage=True)])
+    lock = threading.Lock()
+
+    def once_garbage(_message: dict[str, Any]) -> Reply:
+        with lock:
+            return next(answers, Reply())
+
+    fake.behaviour = once_garbage
+    with open_buffer(database_url, fake, clock) as buf:
+        for i in range(20):
+            buf.track(f"u{i}", "E")
+        report = buf.flush()
+    assert report.delivery is not None
+    assert report.delivery.retries == 1
+    accepted = fake.accepted()
+    assert sum(occurrences(accepted).values()) == 20
+    assert len({b["messageId"] for b in accepted}) == 20
+
+
+@pytest.mark.parametrize("status", [302, 308])
+def test_a_redirect_is_retried_not_dead_lettered(
+    database_url: str, fake: FakeAccoil, clock: Clock, status: int
+) -> None:
+    fake.behaviour = lambda _m: Reply(status)
+    with open_buffer(database_url, fake, clock) as buf:
+        buf.track("u1", "E")
+        report = buf.flush()
+        assert report.delivery is not None
+        assert report.delivery.failure == f"HTTP {status}"
+        assert buf.dead_letters() == []
+        assert buf.status()["pending"]["occurrences"] == 1
+
+
 def test_an_outage_backs_off_within_the_cap_then_delivers_everything(
     database_url: str, clock: Clock
 ) -> None:

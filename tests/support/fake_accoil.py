@@ -1,7 +1,8 @@
 """A fake of Accoil's ingestion endpoint: a real HTTP server on a loopback port.
 
 It records every request and answers 202 unless told otherwise: a ``behaviour`` function
-chooses, per message, a status, a Retry-After, a delay, or a dropped connection.
+chooses, per message, a status, a Retry-After, a delay, a dropped connection, an answer that is
+not HTTP, or one that trickles in.
 ``python -m tests.support.fake_accoil PORT`` runs one in its own process (for benchmarks).
 """
 
@@ -25,6 +26,8 @@ class Reply:
     retry_after: str | None = None
     delay: float = 0.0
     drop: bool = False
+    garbage: bool = False  # a line that is not HTTP, as a proxy in a bad way might send
+    trickle: float = 0.0  # 202's headers, then a byte of its body every so many seconds
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,13 @@ def _handler(fake: FakeAccoil) -> type[BaseHTTPRequestHandler]:
             if reply.delay:
                 time.sleep(reply.delay)
             headers = {k.lower(): v for k, v in self.headers.items()}
-            if reply.drop:
+            if reply.drop or reply.garbage or reply.trickle:
                 fake.record(Request(self.path, headers, body, None))
                 self.close_connection = True
+                if reply.garbage:
+                    self.wfile.write(b"garbage\r\n\r\n")
+                elif reply.trickle:
+                    self._trickle(reply.trickle)
                 self.connection.close()
                 return
             fake.record(Request(self.path, headers, body, reply.status))
@@ -89,6 +96,18 @@ def _handler(fake: FakeAccoil) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Retry-After", reply.retry_after)
             self.end_headers()
             self.wfile.write(payload)
+
+        def _trickle(self, interval: float) -> None:
+            self.send_response(202)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(1000):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:  # the client gave up on it
+                    return
+                time.sleep(interval)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: tests read fake.requests instead
