@@ -128,6 +128,9 @@ _BODIES: dict[str, Callable[[dict[str, Any], dict[str, tuple[Any, datetime]]], d
 
 
 def timestamp_in_day(day: date, now: datetime) -> datetime:
-    """A timestamp inside ``day`` (UTC): now for today, the day's last millisecond before."""
+    """A timestamp inside ``day`` (UTC): now for today, the day's last millisecond for a day
+    gone, its first for a day ahead (an event dated a little in the future, within
+    ``future_timestamp_margin_seconds``, just past midnight)."""
+    start = datetime.combine(day, day_time(), tzinfo=UTC)
     end = datetime.combine(day, day_time(23, 59, 59, 999000), tzinfo=UTC)
-    return min(now, end)
+    return max(start, min(now, end))

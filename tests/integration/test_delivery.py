@@ -6,7 +6,7 @@ import base64
 import threading
 import time
 from collections import Counter
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -131,6 +131,17 @@ def test_todays_counts_go_as_deltas_and_nothing_twice(
     assert [b["type"] for b in bodies].count("identify") == 1
     assert len({b["messageId"] for b in bodies}) == 4
     assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 3}
+
+
+def test_an_event_just_past_midnight_is_sent_inside_its_own_day(
+    database_url: str, fake: FakeAccoil, clock: Clock
+) -> None:
+    clock.now = datetime(2026, 11, 28, 23, 58, tzinfo=UTC)
+    ahead = datetime(2026, 11, 29, 0, 1, tzinfo=UTC)  # a client clock 3 minutes fast
+    with open_buffer(database_url, fake, clock) as buf:
+        buf.track("u1", "E", timestamp=ahead)
+        buf.flush()
+    assert occurrences(fake.accepted()) == {("2026-11-29", "u1", "track", "E"): 1}
 
 
 def test_message_ids_are_deterministic(tmp_path: Any, fake: FakeAccoil, clock: Clock) -> None:
