@@ -91,7 +91,6 @@ class Delivery:
 
     def _become_new_holder(self) -> None:
         self.holder = holders.holder_name(uuid.uuid4().hex[:12])
-        self._holding = False  # the lock is taken by the first pass: status never needs it
 
     def after_fork_in_child(self) -> None:
         """A forked child must not share its parent's claims: it gets a name of its own."""
@@ -133,9 +132,7 @@ class Delivery:
         if not force and waiting and not other_key:
             return DeliveryReport(skipped_until=state["next_attempt_at"])
         report = DeliveryReport()
-        if not self._holding:
-            self._liveness.hold(self.holder)
-            self._holding = True
+        self._liveness.hold(self.holder)  # in a pass: status never needs it
         with self._database.write_between_folds() as conn:
             dead = deliveries.reap(conn, self.holder, lambda h: self._liveness.is_dead(conn, h))
         if dead:
@@ -181,6 +178,7 @@ class Delivery:
     # --- The database side: claims, records, releases (on the pass's database thread) ------
 
     def claim(self, kind: deliveries.Kind) -> list[Row]:
+        self._liveness.hold(self.holder)  # taken again if lost since: see Liveness.hold
         now = self._clock()
         with self._database.write_between_folds() as conn:
             claimed = deliveries.claim(

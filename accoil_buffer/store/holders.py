@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import DBAPIError
 
 if TYPE_CHECKING:
     from accoil_buffer.store.engine import Database
@@ -28,7 +29,9 @@ _INHERITED: list[Connection] = []  # a parent's connections, never to be used or
 
 class Liveness(Protocol):
     def hold(self, holder: str) -> None:
-        """Take ``holder``'s lock for the life of this process (or until ``release``)."""
+        """Take ``holder``'s lock for the life of this process (or until ``release``), or
+        take it again if it was lost (its session ended, its file was deleted): another
+        flusher that finds it free frees this one's claims. Cheap when it is still held."""
 
     def release(self) -> None:
         """Give the lock up (a clean close: the holder's claims are released already)."""
@@ -74,6 +77,10 @@ class LockFiles:
         return self._folder / (holder.replace(":", "_").replace("/", "_") + ".lock")
 
     def hold(self, holder: str) -> None:
+        held = self._held
+        # Still held unless its file was deleted from under it (no links left).
+        if held is not None and held[1] == self._file(holder) and os.fstat(held[0]).st_nlink:
+            return
         self.release()
         self._folder.mkdir(mode=0o700, exist_ok=True)
         path = self._file(holder)
@@ -114,32 +121,45 @@ class LockFiles:
 class AdvisoryLocks:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._connection: Connection | None = None
+        self._held: tuple[str, Connection] | None = None
 
     def hold(self, holder: str) -> None:
+        if self._held is not None and self._held[0] == holder and _alive(self._held[1]):
+            return
         self.release()
         connection = self._engine.connect()
         # Out of the pool: closing it must end the session, and the lock with it.
         connection.detach()
         connection.execute(select(func.pg_advisory_lock(_key(holder))))
         connection.commit()
-        self._connection = connection
+        self._held = (holder, connection)
 
     def release(self) -> None:
-        if self._connection is not None:
-            self._connection.close()  # the session's advisory lock goes with it
-            self._connection = None
+        if self._held is not None:
+            self._held[1].close()  # the session's advisory lock goes with it
+            self._held = None
 
     def forget(self) -> None:
         # Closing would end the parent's session on the socket both share: keep the object
         # alive, unused, for the life of this process.
-        if self._connection is not None:
-            _INHERITED.append(self._connection)
-            self._connection = None
+        if self._held is not None:
+            _INHERITED.append(self._held[1])
+            self._held = None
 
     def is_dead(self, conn: Connection, holder: str) -> bool:
         # A transaction-level lock: released again when the caller's transaction ends.
         return bool(conn.scalar(select(func.pg_try_advisory_xact_lock(_key(holder)))))
+
+
+def _alive(connection: Connection) -> bool:
+    """Whether the session still answers (the server ends it on a restart, a terminated
+    backend or an ``idle_session_timeout``, and its advisory locks with it)."""
+    try:
+        connection.exec_driver_sql("SELECT 1")
+        connection.commit()
+    except DBAPIError:
+        return False
+    return True
 
 
 def _key(holder: str) -> int:

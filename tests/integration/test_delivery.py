@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from accoil_buffer.accoil_api import (
     message_id,
 )
 from accoil_buffer.delivery import Delivery, DeliverySettings
-from accoil_buffer.store import schema
+from accoil_buffer.store import holders, schema
 from accoil_buffer.store.engine import Database
 from tests.support import tables
 from tests.support.clock import Clock
@@ -142,6 +143,40 @@ def test_an_event_just_past_midnight_is_sent_inside_its_own_day(
         buf.track("u1", "E", timestamp=ahead)
         buf.flush()
     assert occurrences(fake.accepted()) == {("2026-11-29", "u1", "track", "E"): 1}
+
+
+def test_a_flusher_takes_its_liveness_lock_again_once_it_was_lost(
+    database_url: str, fake: FakeAccoil, clock: Clock
+) -> None:
+    with open_buffer(database_url, fake, clock) as buf:
+        buf.track("u1", "E")
+        buf.flush()
+        database = buf._parts.database
+        holder = buf._parts.delivery.holder  # type: ignore[union-attr]
+        looking = holders.liveness(database)
+        lose_liveness_locks(database)
+        with database.write_between_folds() as conn:
+            assert looking.is_dead(conn, holder)  # others would free its claims, live or not
+        buf.track("u1", "E")
+        buf.flush()
+        with database.write_between_folds() as conn:
+            assert not looking.is_dead(conn, holder)
+    assert occurrences(fake.accepted()) == {(TODAY.isoformat(), "u1", "track", "E"): 2}
+
+
+def lose_liveness_locks(database: Database) -> None:
+    """What takes a lock from a live flusher: on PostgreSQL its session ending (a restart, a
+    terminated backend), on SQLite its file deleted."""
+    file = database.sqlite_path
+    if file is not None:
+        for path in Path(f"{file}-holders").glob("*.lock"):
+            path.unlink()
+        return
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND "
+            "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
 
 
 def test_message_ids_are_deterministic(tmp_path: Any, fake: FakeAccoil, clock: Clock) -> None:
