@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +34,31 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class TrustedHosts:
+    """The names a page may reach a daemon without write keys by: this machine's addresses,
+    localhost and the configured host and ``public_url``. A page that reached it by any other
+    name came by DNS rebinding (a name of its own, resolved to 127.0.0.1), and must not read
+    what the daemon shows."""
+
+    def __init__(self, server: ServerConfig) -> None:
+        public = urlsplit(server.public_url).hostname or ""
+        self._names = {server.host.lower(), public.lower()} - {""}
+
+    def __contains__(self, host: str) -> bool:
+        """Whether a request's ``Host`` header is one of them."""
+        try:
+            name = (urlsplit(f"//{host}").hostname or "").lower()
+        except ValueError:
+            return False
+        if name == "localhost" or name.endswith(".localhost") or name in self._names:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True  # an address: DNS rebinding needs a name
 
 
 def check_exposure(server: ServerConfig) -> None:

@@ -33,7 +33,13 @@ from accoil_buffer.config import Config, ServerConfig
 from accoil_buffer.console import Console
 from accoil_buffer.errors import AccoilBufferError, StorageError
 from accoil_buffer.json_values import Plain, decode
-from accoil_buffer.listener import check_exposure, http_server, listen, run_until_signalled
+from accoil_buffer.listener import (
+    TrustedHosts,
+    check_exposure,
+    http_server,
+    listen,
+    run_until_signalled,
+)
 from accoil_buffer.messages import apply_batch
 from accoil_buffer.metrics import CONTENT_TYPE, Metrics
 from accoil_buffer.middleware import error, wrap
@@ -112,6 +118,7 @@ class Sidecar:
         self._buffer = buffer
         self._write_keys = [key.encode() for key in server.write_keys]
         self._public_url = server.public_url.rstrip("/")
+        self._hosts = TrustedHosts(server)
         self.metrics = Metrics(buffer.status_report)
         # A body's parsed messages take many times its bytes: so many are held at once.
         self._storing = asyncio.Semaphore(STORED_AT_ONCE)
@@ -229,6 +236,13 @@ class Sidecar:
         daemon may listen beyond loopback), only a holder of a write key may read them."""
         if not self._authorised(_basic_user(request)):
             return error(401, "unauthorized", "a write key is required (Basic auth)")
+        if not self._write_keys and request.headers.get("host", "") not in self._hosts:
+            return error(
+                403,
+                "forbidden_host",
+                "status and metrics answer only at this machine's addresses, localhost or the "
+                "configured host and public_url",
+            )
         try:
             return respond(await run_in_threadpool(read))
         except StorageError as exc:

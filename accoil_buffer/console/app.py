@@ -14,7 +14,6 @@ import json
 import mimetypes
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +33,7 @@ from accoil_buffer.console.explain import describe
 from accoil_buffer.console.live import Ring
 from accoil_buffer.console.overview import overview
 from accoil_buffer.errors import ConfigError, StorageError
+from accoil_buffer.listener import TrustedHosts
 from accoil_buffer.messages import format_timestamp
 
 PREFIX = "/console"
@@ -76,7 +76,7 @@ class Console:
         self._origins = {o for o in server.cors_origins if o != "*"}
         if public.scheme and public.netloc:
             self._origins.add(f"{public.scheme}://{public.netloc}")
-        self._hosts = {server.host.lower(), (public.hostname or "").lower()} - {""}
+        self._hosts = TrustedHosts(server)
         self._assets = {
             path.name: (path.read_bytes(), mimetypes.guess_type(path.name)[0] or "text/plain")
             for path in ASSETS.iterdir()
@@ -192,7 +192,7 @@ class Console:
 
     def _refusal(self, request: Request) -> Response | None:
         host = request.headers.get("host", "")
-        if not self._keys_required and not self._trusted_host(host):
+        if not self._keys_required and host not in self._hosts:
             return _error(
                 403,
                 "forbidden_host",
@@ -213,19 +213,6 @@ class Console:
         if not self._authorised(request):
             return _error(401, "unauthorized", "a write key is required (Basic auth)", _CHALLENGE)
         return None
-
-    def _trusted_host(self, host: str) -> bool:
-        try:
-            name = (urlsplit(f"//{host}").hostname or "").lower()
-        except ValueError:
-            return False
-        if name == "localhost" or name.endswith(".localhost") or name in self._hosts:
-            return True
-        try:
-            ip_address(name)
-        except ValueError:
-            return False
-        return True  # an address: DNS rebinding needs a name
 
 
 def _replay_ids(document: object) -> Collection[int] | None:

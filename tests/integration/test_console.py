@@ -191,16 +191,19 @@ def test_other_pages_may_not_use_the_console(sqlite_buffer: Buffer) -> None:
     assert anyone.post(replay, json={}, headers={"Origin": EVIL}).status_code == 403
 
 
-def test_a_page_reaching_the_console_by_dns_rebinding_is_refused(sqlite_buffer: Buffer) -> None:
+@pytest.mark.parametrize("path", ["/console/api/state", "/v1/status", "/metrics"])
+def test_a_page_reaching_the_daemon_by_dns_rebinding_reads_nothing(
+    sqlite_buffer: Buffer, path: str
+) -> None:
     console = client(sqlite_buffer)
     for host in ("evil.example.test:8740", "127.0.0.1.evil.test"):
-        answer = console.get("/console/api/state", headers={"Host": host})
+        answer = console.get(path, headers={"Host": host})
         assert answer.status_code == 403
         assert answer.json()["code"] == "forbidden_host"
     for host in ("localhost:8740", "[::1]:8740", "10.0.0.5"):
-        assert console.get("/console/api/state", headers={"Host": host}).status_code == 200
+        assert console.get(path, headers={"Host": host}).status_code == 200
     behind_proxy = client(sqlite_buffer, public_url="https://buffer.example.test")
-    answer = behind_proxy.get("/console/api/state", headers={"Host": "buffer.example.test"})
+    answer = behind_proxy.get(path, headers={"Host": "buffer.example.test"})
     assert answer.status_code == 200
 
 
