@@ -133,7 +133,7 @@ def sqlite_file(database_url: str) -> Path | None:
     (opening it reports that)."""
     try:
         url = make_url(database_url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return None
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None

@@ -38,8 +38,11 @@ def create_database_engine(config: Config) -> Engine:
     """Create the engine for ``config.database_url``; ``postgresql://`` means psycopg 3."""
     try:
         url = make_url(config.database_url)
-    except ArgumentError as exc:
-        raise ConfigError(f"database_url is not a database URL: {exc}") from exc
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        # Neither the URL nor the parser's words: either could quote the password.
+        raise ConfigError(
+            "database_url is not a database URL (in a password, @ : / must be written %40 %3A %2F)"
+        ) from None
     backend = url.get_backend_name()
     if backend in {"postgresql", "postgres"}:
         return _postgresql_engine(config, url)

@@ -158,6 +158,10 @@ def test_configuration_file_environment_and_flags(tmp_path: Path) -> None:
         ("flush_interval_seconds = 'soon'\n", "flush_interval_seconds must be a number"),
         ("this is not toml", "is not valid TOML"),
         ("database_url = 'mysql://x'\n", "database_url must be sqlite:/// or postgresql://"),
+        (  # an unescaped @ in the password: the parser's error would quote part of it
+            "database_url = 'postgresql://app:pw@998877665544:x@db.internal/prod'\n",
+            "database_url is not a database URL",
+        ),
         ("database_url = 'sqlite+pysqlcipher:///x'\n", "not 'pysqlcipher'"),
         ("api_key = 998877665544\n", "api_key must be a string, got an integer"),
         ("[server]\nwrite_keys = 'wk-998877665544'\n", "write_keys must be a list of strings"),
