@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,14 @@ class Scheduler:
 
     def __init__(self, work: Callable[[], object], interval: float) -> None:
         self._work = work
-        self._scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
+        self._scheduler = BackgroundScheduler(
+            daemon=True,
+            timezone="UTC",
+            # The pass runs on the scheduler's own daemon thread. The default pool's threads
+            # are joined at exit before atexit runs close(), so a pass stuck on a database
+            # that stopped answering would hold the app's exit for as long.
+            executors={"default": DebugExecutor()},
+        )
         self._scheduler.add_job(
             self._run,
             "interval",

@@ -191,6 +191,39 @@ def test_exit_with_the_database_gone_is_bounded(postgres_database: str) -> None:
     assert b"queued messages were not committed" in stderr
 
 
+def test_exit_while_a_scheduled_pass_waits_on_a_lock_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.workers",
+            "exit-while-a-pass-waits",
+            f"sqlite:///{path}",
+        ],
+        cwd=ROOT_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert worker.stdout is not None
+    assert worker.stdin is not None
+    assert worker.stdout.readline().strip() == b"ready"
+    holder = sqlite3.connect(path, isolation_level=None)  # another process's write, for ever
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        worker.stdin.write(b"go\n")
+        worker.stdin.flush()
+        _, stderr = worker.communicate(timeout=120)  # a pass would wait its 300 s busy timeout
+        still_held = holder.in_transaction
+    finally:
+        worker.kill()
+        holder.rollback()
+        holder.close()
+    assert worker.returncode == 0, stderr.decode()
+    assert still_held
+
+
 def test_at_the_bound_calls_are_refused_counted_and_then_let_through(
     database_url: str, clock: Clock
 ) -> None:

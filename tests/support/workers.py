@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from accoil_buffer import Buffer
 
@@ -62,6 +63,21 @@ def exit_without_database(url: str) -> None:
     # No close(): the exit hook must not hang the interpreter.
 
 
+def exit_while_a_pass_waits(url: str) -> None:
+    """With the scheduler running, wait until another process locks the database, queue a
+    call, and just exit while a scheduled pass waits on the lock."""
+    buf = Buffer(
+        url, flush_interval_seconds=0.2, sqlite_busy_timeout_seconds=300, close_timeout_seconds=2
+    )
+    buf.track("u", "E")
+    buf.flush()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    buf.track("u", "E")
+    time.sleep(1)  # a scheduled pass begins, and waits for the lock
+    # No close(): the exit hook must not wait for the pass.
+
+
 if __name__ == "__main__":
     command, url, *rest = sys.argv[1:]
     if command == "write":
@@ -74,5 +90,7 @@ if __name__ == "__main__":
         record(url, rest[0])
     elif command == "exit-without-database":
         exit_without_database(url)
+    elif command == "exit-while-a-pass-waits":
+        exit_while_a_pass_waits(url)
     else:
         raise SystemExit(f"unknown command {command}")
