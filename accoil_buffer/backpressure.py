@@ -38,7 +38,8 @@ class Bound:
         """Also in a forked child: a measurement under way at the fork never ends there, where
         its thread does not exist, so it is forgotten with its locks and the parent's count."""
         self._known, self._at = 0, float("-inf")
-        self._lock = threading.Lock()  # guards _known, _at and _refreshing
+        self._taken_while_measuring = 0  # let through since the measurement under way began
+        self._lock = threading.Lock()  # guards _known, _at, _taken_… and _refreshing
         self._measuring = threading.Lock()  # held while a measurement is taken
         self._refreshing = False  # a background measurement is on its way
 
@@ -73,12 +74,16 @@ class Bound:
         """Measure, and return what is known: the measurement, or if it failed the last one
         plus what was added since."""
         with self._measuring:
+            with self._lock:
+                self._taken_while_measuring = 0
             known = self._known_now()
-        with self._lock:
-            if known is not None:
-                self._known = known
-            self._at = time.monotonic()
-            return self._known
+            with self._lock:
+                if known is not None:
+                    # What was let through meanwhile may be missing from the measurement (its
+                    # commit came after the count): counted again, a bound errs early, not late.
+                    self._known = known + self._taken_while_measuring
+                self._at = time.monotonic()
+                return self._known
 
     def _known_now(self) -> int | None:
         try:
@@ -94,6 +99,7 @@ class Bound:
             return
         with self._lock:
             self._known += amount
+            self._taken_while_measuring += amount
 
     def describe(self) -> str:
         return f"{self._known:,} {self.what}; {self.key} is {self.limit:,}"

@@ -222,8 +222,10 @@ class Recorder:
             return report.waiting(conn) + queued
 
     def _bytes_in_use(self) -> int:
+        # Queued first, as in _waiting; a queued message counts as its JSON, about its row.
+        queued = 0 if self._writer is None else self._writer.pending_size
         with storage_errors():
-            return self._database.bytes_in_use()
+            return self._database.bytes_in_use() + queued
 
     def _count_refusal(self, n: int) -> None:
         with storage_errors(), self._database.write() as conn:

@@ -49,6 +49,7 @@ class GroupWriter:
         self._condition = threading.Condition()
         self._submitted = 0  # messages ever submitted
         self._committed = 0  # messages ever committed
+        self._queued_size = 0  # the size of the messages queued, as their JSON
         self._closing = False
         self.last_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="accoil-buffer-writer", daemon=True)
@@ -59,6 +60,12 @@ class GroupWriter:
         """Messages accepted but not yet committed."""
         with self._condition:
             return self._submitted - self._committed
+
+    @property
+    def pending_size(self) -> int:
+        """The size of the messages accepted but not yet committed, as their JSON."""
+        with self._condition:
+            return self._queued_size
 
     def submit(self, messages: Sequence[Message]) -> None:
         """Queue messages. With ``max_queued`` already waiting, wait for the writer while it
@@ -76,6 +83,7 @@ class GroupWriter:
             before = len(self._queue)
             self._queue.extend(messages)
             self._submitted += len(messages)
+            self._queued_size += sum(m.size for m in messages)
             # Only on reaching a full batch: a writer busy committing checks the queue again
             # before it waits, so a call made while the queue is full need not wake it.
             if before < self._max_batch <= len(self._queue):
@@ -121,8 +129,9 @@ class GroupWriter:
                 time.sleep(self._retry_after)
                 continue
             with self._condition:
-                for _ in batch:
+                for message in batch:
                     self._queue.popleft()
+                    self._queued_size -= message.size
                 self._committed += len(batch)
                 self.last_error = None
                 self._condition.notify_all()

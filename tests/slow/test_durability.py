@@ -242,6 +242,28 @@ def test_at_the_bound_calls_are_refused_counted_and_then_let_through(
     assert sum(tables.counts(database_url).values()) == 6
 
 
+def test_threads_calling_at_once_in_group_mode_stop_at_the_bound(database_url: str) -> None:
+    refused = []
+
+    def calls(buf: Buffer, thread: int) -> None:
+        for i in range(1000):
+            try:
+                buf.track(f"u{thread}", "E", message_id=f"{thread}-{i}")
+            except BufferFull:
+                refused.append(1)
+
+    with Buffer(database_url, start=False, durability="group", max_outbox_rows=1000) as buf:
+        threads = [threading.Thread(target=calls, args=(buf, t)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        buf.flush(timeout=60)  # commits what was queued; folded rows leave the outbox
+    counted = sum(tables.counts(database_url).values())
+    assert 0 < counted <= 1000  # each message its own row (a messageId of its own)
+    assert counted + len(refused) == 4000
+
+
 def sqlite_bytes_in_use(path: Path) -> int:
     """Measured apart from the buffer: the file's pages in use."""
     with closing(sqlite3.connect(path)) as db:
