@@ -235,6 +235,7 @@ class Buffer:
         """Fold the outbox and deliver now, even during a backoff. With ``timeout`` (seconds),
         no new message is sent once it has passed; what is left waits for the next pass.
         ``progress`` is called with each number of messages newly accounted for."""
+        self._ensure_open()
         deadline = None if timeout is None else time.monotonic() + timeout
         self._parts.recorder.commit_queued(timeout)
         return self._parts.run_pass(force=True, deadline=deadline, progress=progress)
@@ -245,6 +246,7 @@ class Buffer:
 
     def status_report(self) -> Status:
         """What ``status()`` shows, as a ``Status`` read by attribute."""
+        self._ensure_open()
         # Queued first: a message committed between the two reads is counted twice, never
         # missed.
         queued = self._parts.recorder.queued
@@ -257,6 +259,7 @@ class Buffer:
         last write failed (a full disk, say), each call tries a write that changes nothing,
         so the answer turns healthy as soon as the database takes writes again."""
         try:
+            self._ensure_open()
             self._parts.recorder.check_writable()
             with storage_errors(), self._parts.database.engine.connect() as conn:
                 state = deliveries.state(conn)
@@ -281,17 +284,19 @@ class Buffer:
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Messages Accoil refused (400, 413, other 4xx) and not yet replayed."""
+        self._ensure_open()
         with storage_errors(), self._parts.database.engine.connect() as conn:
             return deliveries.dead_letters(conn)
 
     def history(self, days: int = 30) -> dict[str, Any]:
         """Occurrences (delivered, pending, held, not yet folded) and drops per UTC day."""
-
+        self._ensure_open()
         with storage_errors(), self._parts.database.engine.connect() as conn:
             return history.daily(conn, self._clock().date(), days)
 
     def replay_dead_letters(self, ids: Collection[int] | None = None) -> tuple[int, int]:
         """Send dead letters (all, or those ``ids``) again; returns (accepted, refused)."""
+        self._ensure_open()
         delivery = self._parts.delivery
         if delivery is None:
             raise ConfigError("replaying dead letters needs an api_key")

@@ -13,7 +13,7 @@ from unittest.mock import patch
 import pytest
 from sqlalchemy import Column, Date, create_engine, text
 
-from accoil_buffer import Buffer, Config, InvalidMessage, StorageError
+from accoil_buffer import Buffer, BufferClosed, Config, InvalidMessage, StorageError
 from accoil_buffer.reasons import Reason
 from accoil_buffer.store import rollup, schema
 from accoil_buffer.store.engine import Database
@@ -508,10 +508,22 @@ def test_a_database_that_cannot_be_reached_is_a_storage_error(tmp_path: object) 
     assert "database" in str(info.value)
 
 
-def test_a_closed_buffer_refuses_calls(buffer: Buffer) -> None:
+def test_a_closed_buffer_refuses_calls_and_reads(buffer: Buffer) -> None:
     buffer.close()
-    with pytest.raises(StorageError, match="closed"):
-        buffer.track("u1", "E")
+    for call in (
+        lambda: buffer.track("u1", "E"),
+        buffer.flush,
+        buffer.status,
+        buffer.dead_letters,
+        buffer.history,
+        buffer.replay_dead_letters,
+    ):
+        with pytest.raises(BufferClosed):
+            call()
+    health = buffer.health()
+    assert not health.storing
+    assert health.problem is not None
+    assert "closed" in health.problem
 
 
 # A trigger that refuses inserts stands for any error the driver raises mid-transaction
