@@ -34,6 +34,14 @@ def json_dumps(value: Any) -> str:
     return compact_json(value)
 
 
+_ENGINE_OPTIONS: dict[str, Any] = {
+    "json_serializer": json_dumps,
+    # A failed statement's error (logged, and shown by health and status) names the
+    # statement, not its values: they are people's ids and traits.
+    "hide_parameters": True,
+}
+
+
 def create_database_engine(config: Config) -> Engine:
     """Create the engine for ``config.database_url``; ``postgresql://`` means psycopg 3."""
     try:
@@ -76,7 +84,7 @@ def _postgresql_engine(config: Config, url: URL) -> Engine:
     if url.drivername in {"postgresql", "postgres"}:
         url = url.set(drivername="postgresql+psycopg")
     try:
-        return create_engine(url, pool_pre_ping=True, json_serializer=json_dumps)
+        return create_engine(url, pool_pre_ping=True, **_ENGINE_OPTIONS)
     except ImportError as exc:  # psycopg comes with the "postgres" extra only
         raise ConfigError(
             "database_url is a PostgreSQL URL, which needs psycopg 3: "
@@ -96,7 +104,7 @@ def _sqlite_engine(config: Config, url: URL) -> Engine:
         )
     engine = create_engine(
         url,
-        json_serializer=json_dumps,
+        **_ENGINE_OPTIONS,
         connect_args={"timeout": config.sqlite_busy_timeout_seconds, "check_same_thread": False},
         **({"poolclass": StaticPool} if in_memory else {}),
     )

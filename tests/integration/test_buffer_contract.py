@@ -591,6 +591,25 @@ def test_a_driver_error_while_storing_is_a_storage_error_and_stores_nothing(
     assert tables.counts(database_url) == {(TODAY, "u1", "track", "E"): 3}
 
 
+def test_a_failed_write_logs_and_reports_no_ids_or_traits(
+    database_url: str, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        _inserts_into(database_url, "accoil_outbox") as refuse,
+        Buffer(database_url, start=False, clock=clock) as buf,
+    ):
+        refuse(True)
+        buf.identify("user-4242", {"email": "ada@example.test"})
+        with pytest.raises(StorageError, match="refused by a trigger") as raised:
+            buf.flush(timeout=2)
+        problem = str(buf.health().problem)
+        refuse(False)
+    shown = caplog.text + str(raised.value) + problem
+    assert "refused by a trigger" in caplog.text + problem
+    assert "user-4242" not in shown
+    assert "ada@example.test" not in shown
+
+
 def test_a_fold_that_cannot_claim_its_message_ids_folds_nothing_until_it_can(
     database_url: str, clock: Clock
 ) -> None:
