@@ -20,6 +20,8 @@ from accoil_buffer.messages import apply_batch, is_deliverable
 from accoil_buffer.server import ENDPOINTS, Sidecar
 from tests.support import tables
 
+LOCAL = "http://127.0.0.1:8740"  # the daemon's own address: status and metrics answer there
+
 odd_text = st.text(
     st.characters(codec=None, categories=None) | st.sampled_from("\x00\ud800\udfff\u202e\ufeff"),
     max_size=20,
@@ -86,7 +88,7 @@ message = st.fixed_dictionaries(
 def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str]]:
     url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
     with Buffer(url, start=False) as buffer:
-        yield TestClient(Sidecar(buffer, ServerConfig()).app), url
+        yield TestClient(Sidecar(buffer, ServerConfig()).app, base_url=LOCAL), url
 
 
 @settings(
@@ -159,7 +161,7 @@ def test_the_fuzzer_reaches_both_outcomes(sidecar: tuple[TestClient, str]) -> No
 def test_a_database_that_went_away_is_503(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'gone.db'}"
     with Buffer(url, start=False) as buffer:
-        client = TestClient(Sidecar(buffer, ServerConfig()).app)
+        client = TestClient(Sidecar(buffer, ServerConfig()).app, base_url=LOCAL)
         (tmp_path / "gone.db").unlink()
         for suffix in ("-wal", "-shm"):
             (tmp_path / f"gone.db{suffix}").unlink(missing_ok=True)
@@ -233,7 +235,7 @@ def _full_disk(buffer: Buffer, full: bool) -> None:
 def test_health_says_it_cannot_store_while_the_disk_is_full(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'full.db'}"
     with Buffer(url, start=False) as buffer:
-        client = TestClient(Sidecar(buffer, ServerConfig()).app)
+        client = TestClient(Sidecar(buffer, ServerConfig()).app, base_url=LOCAL)
         assert client.get("/health").json() == {
             "status": "ok",
             "storing": True,
@@ -262,7 +264,7 @@ def test_a_defect_is_answered_500_and_counted(tmp_path: Path) -> None:
             raise RuntimeError("a defect")
 
         buffer.ingest_many = broken  # type: ignore[assignment,method-assign]
-        client = TestClient(sidecar.app, raise_server_exceptions=False)
+        client = TestClient(sidecar.app, base_url=LOCAL, raise_server_exceptions=False)
         assert client.post("/v1/track", json={"userId": "u", "event": "E"}).status_code == 500
         metrics = client.get("/metrics").text
     assert 'accoil_buffer_http_responses_total{status="500"} 1.0' in metrics
