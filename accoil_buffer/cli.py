@@ -36,7 +36,7 @@ from accoil_buffer.errors import (
 from accoil_buffer.messages import MAX_MESSAGE_BYTES
 from accoil_buffer.server import serve as run_server
 from accoil_buffer.store.engine import Database
-from accoil_buffer.store.migrate import current_revision, head_revision, upgrade
+from accoil_buffer.store.migrate import current_revision, ensure_schema, head_revision
 from accoil_buffer.watch import watch as watch_status
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -134,7 +134,7 @@ def migrate(config: Config) -> None:
     database = Database.open(config)
     try:
         before = _revision(database)
-        upgrade(database)
+        ensure_schema(database, auto_migrate=True)  # refuses a schema from a newer version
     finally:
         database.dispose()
     head = head_revision()

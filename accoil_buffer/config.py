@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 import os
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -24,6 +27,10 @@ from accoil_buffer.errors import ConfigError
 from accoil_buffer.mappings import PRESETS, Mappings
 
 DEFAULT_DATABASE_URL = "sqlite:///accoil_buffer.db"
+MAX_IN_FLIGHT = 1000  # each is a task a pass starts, whether or not there is work for it
+# A hundred years: a longer duration overflows the clocks and timeouts it is added to.
+_LONGEST = timedelta(days=36_500)
+_UNITS = frozenset({"seconds", "hours", "days"})
 CONFIG_FILE_VARIABLE = "ACCOIL_BUFFER_CONFIG"
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 Durability = Literal["sync", "group"]
@@ -85,6 +92,17 @@ class Config:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be greater than 0")
+        for name in (f.name for f in dataclasses.fields(self)):
+            unit = name.rsplit("_", 1)[-1]
+            # "not <=": NaN is not at most anything either
+            if unit in _UNITS and not getattr(self, name) <= _LONGEST / timedelta(**{unit: 1}):
+                raise ConfigError(f"{name} must be at most {_LONGEST.days // 365} years")
+        if self.endpoint is not None:
+            parts = urlsplit(self.endpoint)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ConfigError("endpoint must be a URL starting http:// or https://")
+        if self.max_in_flight > MAX_IN_FLIGHT:
+            raise ConfigError(f"max_in_flight must be at most {MAX_IN_FLIGHT}")
         for name in (
             "fold_batch_size",
             "max_outbox_rows",
@@ -159,6 +177,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"configuration file {path} is not UTF-8 text") from None
+    except OSError as exc:  # a folder, a file this user may not read
+        raise ConfigError(f"configuration file {path} cannot be read: {exc.strerror}") from None
 
 
 def _flatten(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,7 +283,12 @@ def _convert(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, int | float):
         if not isinstance(value, int | float | str):
             raise TypeError
-        return type(default)(value)
+        if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
+            raise TypeError  # 1.7 for a count: refused, not cut to 1
+        number = type(default)(value)
+        if not math.isfinite(number):
+            raise ValueError
+        return number
     if isinstance(default, tuple):
         if not isinstance(value, list | tuple):
             raise TypeError

@@ -209,9 +209,11 @@ class Delivery:
 
     # --- Sending ---------------------------------------------------------------------------
 
-    async def attempt(self, session: Session, body: dict[str, Any]) -> tuple[Answer, int]:
+    async def attempt(
+        self, session: Session, body: dict[str, Any], halted: Callable[[], bool]
+    ) -> tuple[Answer, int]:
         """Send with a few quick retries of transient failures (full jitter, Retry-After),
-        none once the pass is stopping."""
+        none once ``halted`` (the engine is stopping, or the pass's deadline has passed)."""
         settings = self._settings
         jitter = wait_random_exponential(
             multiplier=settings.base_backoff.total_seconds() / 4, max=settings.max_wait_in_pass
@@ -225,7 +227,7 @@ class Delivery:
             return (
                 answer.verdict is Verdict.RETRY
                 and (answer.retry_after or 0.0) <= settings.max_wait_in_pass
-                and not self._stopping.is_set()
+                and not halted()
             )
 
         first = await session.send(body)

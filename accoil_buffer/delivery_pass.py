@@ -33,7 +33,9 @@ class Engine(Protocol):
 
     def record(self, outcomes: deliveries.Outcomes, renew: bool) -> None: ...
 
-    async def attempt(self, session: Session, body: dict[str, Any]) -> tuple[Answer, int]: ...
+    async def attempt(
+        self, session: Session, body: dict[str, Any], halted: Callable[[], bool]
+    ) -> tuple[Answer, int]: ...
 
 
 class Tally(Protocol):
@@ -138,7 +140,7 @@ class Pass:
             if job is None:
                 return
             self._at_stake += 1
-            answer, retries = await self.engine.attempt(session, job.body)
+            answer, retries = await self.engine.attempt(session, job.body, self.engine_halted)
             self.report.retries += retries
             accounted = answer.verdict in {Verdict.DELIVERED, Verdict.DEAD_LETTER}
             if not accounted:

@@ -305,7 +305,7 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
         delivery = buffer.status_report().delivery
         server = http_server(sidecar.app)
         announce(
-            f"accoil-buffer listening on http://{config.server.host}:{config.server.port}"
+            f"accoil-buffer listening on http://{_url_host(config.server.host)}:{config.server.port}"
             + (" (write keys required)" if config.server.write_keys else "")
         )
         if "*" in config.server.cors_origins:
@@ -327,3 +327,8 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
         sock.close()
         buffer.close()
     announce("accoil-buffer stopped")
+
+
+def _url_host(host: str) -> str:
+    """A host as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host

@@ -157,4 +157,7 @@ def _create_private_file(path: Path) -> None:
         return
     if not path.parent.exists():
         raise ConfigError(f"database_url points into {path.parent}, which does not exist")
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:  # a read-only folder, say
+        raise ConfigError(f"database_url: cannot create {path}: {exc.strerror}") from None

@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -166,6 +167,11 @@ def test_configuration_file_environment_and_flags(tmp_path: Path) -> None:
         ("api_key = 998877665544\n", "api_key must be a string, got an integer"),
         ("[server]\nwrite_keys = 'wk-998877665544'\n", "write_keys must be a list of strings"),
         ("port = 9000\n", "port (it belongs under [server])"),
+        ("max_in_flight = 1.7\n", "max_in_flight must be an integer, got a number"),
+        ("max_in_flight = 5000\n", "max_in_flight must be at most 1000"),
+        ("flush_interval_seconds = nan\n", "flush_interval_seconds must be a number"),
+        ("anonymous_ttl_days = 1000000000\n", "anonymous_ttl_days must be at most 100 years"),
+        ("endpoint = 'in.accoil.com/segment'\n", "endpoint must be a URL starting http://"),
     ],
 )
 def test_bad_configuration_is_one_clear_line(tmp_path: Path, content: str, words: str) -> None:
@@ -178,6 +184,44 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path, content: str, words
     assert len(result.stderr.splitlines()) == 1
     assert "998877665544" not in result.stderr
     assert list(tmp_path.iterdir()) == [config]
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda path: path.write_bytes(b"api_key = '\xff\xfe'\n"), "is not UTF-8 text"),
+        (lambda path: path.mkdir(), "cannot be read: Is a directory"),
+    ],
+)
+def test_a_configuration_file_that_cannot_be_read_is_one_clear_line(
+    tmp_path: Path, make: Callable[[Path], object], words: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    make(config)
+    result = run("migrate", env={"ACCOIL_BUFFER_CONFIG": str(config)}, cwd=tmp_path)
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1)
+    assert words in result.stderr
+
+
+def test_a_database_file_that_cannot_be_created_is_one_clear_line(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "a-file"  # as a read-only folder would, for a user not root
+    not_a_folder.write_text("")
+    url = f"sqlite:///{not_a_folder / 'b.db'}"
+    result = run("migrate", env={"ACCOIL_BUFFER_DATABASE_URL": url})
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1)
+    assert "cannot create" in result.stderr
+
+
+def test_migrate_refuses_a_schema_from_a_newer_version(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    assert run("migrate", env={"ACCOIL_BUFFER_DATABASE_URL": url}).returncode == 0
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE accoil_alembic_version SET version_num = '9999_future'")
+    engine.dispose()
+    result = run("migrate", env={"ACCOIL_BUFFER_DATABASE_URL": url})
+    assert (result.returncode, result.stderr.count("\n")) == (1, 1)
+    assert "migrated by a newer version" in result.stderr
 
 
 def test_the_default_database_is_a_private_file_in_the_working_directory(tmp_path: Path) -> None:

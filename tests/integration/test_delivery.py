@@ -372,6 +372,25 @@ def test_an_answer_trickling_in_is_timed_out_as_a_whole(
     assert "timed out" in report.delivery.failure
 
 
+def test_a_flush_timeout_ends_the_retries_too(
+    database_url: str, fake: FakeAccoil, clock: Clock
+) -> None:
+    arrived: list[dict[str, Any]] = []
+
+    def hang(message: dict[str, Any]) -> Reply:
+        arrived.append(message)
+        return Reply(delay=2.0)
+
+    fake.behaviour = hang
+    with open_buffer(database_url, fake, clock, request_timeout_seconds=0.5) as buf:
+        buf.track("u1", "E")
+        report = buf.flush(timeout=0.2)  # past by the first answer's timeout: no retry
+        assert len(arrived) == 1
+        assert buf.status()["pending"]["occurrences"] == 1
+    assert report.delivery is not None
+    assert report.delivery.retries == 0
+
+
 def test_an_answer_that_is_not_http_is_retried_as_a_network_error(
     database_url: str, fake: FakeAccoil, clock: Clock
 ) -> None:
