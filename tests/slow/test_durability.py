@@ -164,17 +164,23 @@ def _fold_once_the_child_is_done(pid: int, buf: Buffer, url: str, clock: Clock) 
     return tables.counts(url)
 
 
-def test_exit_with_the_database_gone_is_bounded(postgres_database: str) -> None:
+def ready_worker(command: str, url: str) -> subprocess.Popen[bytes]:
+    """A ``tests.support.workers`` process that has said it is ready for its next step."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.workers", "exit-without-database", postgres_database],
+        [sys.executable, "-m", "tests.support.workers", command, url],
         cwd=ROOT_DIR,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     assert worker.stdout is not None
-    assert worker.stdin is not None
     assert worker.stdout.readline().strip() == b"ready"
+    return worker
+
+
+def test_exit_with_the_database_gone_is_bounded(postgres_database: str) -> None:
+    worker = ready_worker("exit-without-database", postgres_database)
+    assert worker.stdin is not None
     admin = create_engine(
         postgres_database.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT"
     )
@@ -193,22 +199,8 @@ def test_exit_with_the_database_gone_is_bounded(postgres_database: str) -> None:
 
 def test_exit_while_a_scheduled_pass_waits_on_a_lock_is_bounded(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.support.workers",
-            "exit-while-a-pass-waits",
-            f"sqlite:///{path}",
-        ],
-        cwd=ROOT_DIR,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert worker.stdout is not None
+    worker = ready_worker("exit-while-a-pass-waits", f"sqlite:///{path}")
     assert worker.stdin is not None
-    assert worker.stdout.readline().strip() == b"ready"
     holder = sqlite3.connect(path, isolation_level=None)  # another process's write, for ever
     holder.execute("BEGIN IMMEDIATE")
     try:
