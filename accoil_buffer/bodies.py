@@ -7,6 +7,9 @@ import asyncio
 import zlib
 
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+
+from accoil_buffer.middleware import error
 
 # A client has this long to send a request's body once its headers arrived: a connection
 # that never finishes it is answered 408 instead of held forever.
@@ -19,6 +22,9 @@ class Refusal(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+    def response(self) -> JSONResponse:
+        return error(self.status, self.code, self.message)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

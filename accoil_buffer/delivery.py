@@ -132,7 +132,6 @@ class Delivery:
         if not force and waiting and not other_key:
             return DeliveryReport(skipped_until=state["next_attempt_at"])
         report = DeliveryReport()
-        self._liveness.hold(self.holder)  # in a pass: status never needs it
         with self._database.write_between_folds() as conn:
             dead = deliveries.reap(conn, self.holder, lambda h: self._liveness.is_dead(conn, h))
         if dead:
@@ -178,7 +177,9 @@ class Delivery:
     # --- The database side: claims, records, releases (on the pass's database thread) ------
 
     def claim(self, kind: deliveries.Kind) -> list[Row]:
-        self._liveness.hold(self.holder)  # taken again if lost since: see Liveness.hold
+        # Before each claim, not once: taken again if lost since (see Liveness.hold), and
+        # only by a pass, which status never needs.
+        self._liveness.hold(self.holder)
         now = self._clock()
         with self._database.write_between_folds() as conn:
             claimed = deliveries.claim(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import uvicorn
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -45,6 +46,18 @@ class TrustedHosts:
     def __init__(self, server: ServerConfig) -> None:
         public = urlsplit(server.public_url).hostname or ""
         self._names = {server.host.lower(), public.lower()} - {""}
+        self._keys_required = bool(server.write_keys)  # then a key, not the name, decides
+
+    def refusal(self, host: str, what: str) -> JSONResponse | None:
+        """The 403 for a request asking for ``what`` by ``host``, if it must be refused."""
+        if self._keys_required or host in self:
+            return None
+        return error(
+            403,
+            "forbidden_host",
+            f"{what} only at this machine's addresses, localhost or the configured host and "
+            "public_url",
+        )
 
     def __contains__(self, host: str) -> bool:
         """Whether a request's ``Host`` header is one of them."""

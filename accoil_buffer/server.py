@@ -199,7 +199,7 @@ class Sidecar:
 
     def _refused(self, refusal: Refusal) -> Response:
         self.metrics.rejected.labels(refusal.code).inc()
-        return error(refusal.status, refusal.code, refusal.message)
+        return refusal.response()
 
     async def usage_metrics(self, _request: Request) -> Response:
         """analytics.js reports its own usage here: taken and dropped, never stored."""
@@ -236,13 +236,10 @@ class Sidecar:
         daemon may listen beyond loopback), only a holder of a write key may read them."""
         if not self._authorised(_basic_user(request)):
             return error(401, "unauthorized", "a write key is required (Basic auth)")
-        if not self._write_keys and request.headers.get("host", "") not in self._hosts:
-            return error(
-                403,
-                "forbidden_host",
-                "status and metrics answer only at this machine's addresses, localhost or the "
-                "configured host and public_url",
-            )
+        if refusal := self._hosts.refusal(
+            request.headers.get("host", ""), "status and metrics answer"
+        ):
+            return refusal
         try:
             return respond(await run_in_threadpool(read))
         except StorageError as exc:

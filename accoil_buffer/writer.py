@@ -49,7 +49,6 @@ class GroupWriter:
         self._condition = threading.Condition()
         self._submitted = 0  # messages ever submitted
         self._committed = 0  # messages ever committed
-        self._queued_size = 0  # the size of the messages queued, as their JSON
         self._closing = False
         self.last_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="accoil-buffer-writer", daemon=True)
@@ -63,9 +62,10 @@ class GroupWriter:
 
     @property
     def pending_size(self) -> int:
-        """The size of the messages accepted but not yet committed, as their JSON."""
+        """The size of the messages accepted but not yet committed, as their JSON: summed
+        when a byte bound is measured, rather than kept up by every call."""
         with self._condition:
-            return self._queued_size
+            return sum(m.size for m in self._queue)
 
     def submit(self, messages: Sequence[Message]) -> None:
         """Queue messages. With ``max_queued`` already waiting, wait for the writer while it
@@ -83,7 +83,6 @@ class GroupWriter:
             before = len(self._queue)
             self._queue.extend(messages)
             self._submitted += len(messages)
-            self._queued_size += sum(m.size for m in messages)
             # Only on reaching a full batch: a writer busy committing checks the queue again
             # before it waits, so a call made while the queue is full need not wake it.
             if before < self._max_batch <= len(self._queue):
@@ -129,9 +128,8 @@ class GroupWriter:
                 time.sleep(self._retry_after)
                 continue
             with self._condition:
-                for message in batch:
+                for _ in batch:
                     self._queue.popleft()
-                    self._queued_size -= message.size
                 self._committed += len(batch)
                 self.last_error = None
                 self._condition.notify_all()

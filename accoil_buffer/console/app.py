@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from accoil_buffer.console.overview import overview
 from accoil_buffer.errors import ConfigError, StorageError
 from accoil_buffer.listener import TrustedHosts
 from accoil_buffer.messages import format_timestamp
+from accoil_buffer.middleware import error
 
 PREFIX = "/console"
 ASSETS = Path(__file__).with_name("assets")
@@ -57,12 +58,6 @@ _CHALLENGE = {"WWW-Authenticate": 'Basic realm="accoil-buffer", charset="UTF-8"'
 Authorised = Callable[[Request], bool]
 
 
-def _error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
-
-
 class Console:
     """The console of one sidecar; ``mount`` puts it in front of the sidecar's application, and
     the sidecar records what it takes in ``ring``."""
@@ -71,7 +66,6 @@ class Console:
         self.ring = Ring()
         self._buffer = buffer
         self._authorised = authorised
-        self._keys_required = bool(server.write_keys)
         public = urlsplit(server.public_url)
         self._origins = {o for o in server.cors_origins if o != "*"}
         if public.scheme and public.netloc:
@@ -122,7 +116,7 @@ class Console:
         """The page's script and style: the same for everyone, with nothing of the buffer."""
         found = self._assets.get(request.path_params["name"])
         if found is None:
-            return _error(404, "not_found", f"no console asset {request.url.path}")
+            return error(404, "not_found", f"no console asset {request.url.path}")
         headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
         return Response(found[0], media_type=found[1], headers=headers)
 
@@ -137,7 +131,7 @@ class Console:
             return refusal
         after = request.query_params.get("after", "0")
         if not (after.isascii() and after.isdigit() and len(after) <= _SEQ_DIGITS):
-            return _error(400, "invalid_after", "after must be a whole number (a seq)")
+            return error(400, "invalid_after", "after must be a whole number (a seq)")
         self.ring.watch()
         seen = self.ring.after(int(after))
         config = self._buffer.config
@@ -156,17 +150,17 @@ class Console:
         try:
             body = await read_body(request, MAX_REPLAY_BODY)
         except Refusal as bad:
-            return _error(bad.status, bad.code, bad.message)
+            return bad.response()
         try:
             ids = _replay_ids(json.loads(body or b"{}"))
         except (ValueError, RecursionError) as exc:
-            return _error(400, "invalid_replay", str(exc))
+            return error(400, "invalid_replay", str(exc))
         try:
             accepted, refused = await run_in_threadpool(self._buffer.replay_dead_letters, ids)
         except ConfigError as exc:
-            return _error(409, "delivery_off", str(exc))
+            return error(409, "delivery_off", str(exc))
         except StorageError as exc:
-            return _error(503, "unavailable", str(exc))
+            return error(503, "unavailable", str(exc))
         return JSONResponse({"accepted": accepted, "refused": refused})
 
     # --- Reading and checking --------------------------------------------------------------
@@ -188,30 +182,25 @@ class Console:
         try:
             return JSONResponse(await run_in_threadpool(read))
         except StorageError as exc:
-            return _error(503, "unavailable", str(exc))
+            return error(503, "unavailable", str(exc))
 
     def _refusal(self, request: Request) -> Response | None:
         host = request.headers.get("host", "")
-        if not self._keys_required and host not in self._hosts:
-            return _error(
-                403,
-                "forbidden_host",
-                "the console answers only at this machine's addresses, localhost or the "
-                "configured host and public_url",
-            )
+        if refusal := self._hosts.refusal(host, "the console answers"):
+            return refusal
         origin = request.headers.get("origin")
         if origin is not None and origin not in self._origins | {
             f"http://{host}",
             f"https://{host}",
         }:
-            return _error(
+            return error(
                 403,
                 "forbidden_origin",
                 f"web pages from {origin[:100]} may not use the console; its own page may, and "
                 "those of [server] cors_origins",
             )
         if not self._authorised(request):
-            return _error(401, "unauthorized", "a write key is required (Basic auth)", _CHALLENGE)
+            return error(401, "unauthorized", "a write key is required (Basic auth)", _CHALLENGE)
         return None
 
 
@@ -242,6 +231,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own answers (no such path, a method a path does not take) as JSON."""
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-    return _error(
+    return error(
         exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}", exc.headers
     )
