@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from accoil_buffer.config import ServerConfig
@@ -108,7 +108,7 @@ def http_server(app: ASGIApp) -> uvicorn.Server:
 
     server = uvicorn.Server(
         uvicorn.Config(
-            _Bounded(app, crowded),
+            _Bounded(app, crowded, lambda: server.should_exit),
             http=_HeaderTimeoutProtocol,
             loop="auto",  # uvloop, a dependency wherever it builds (docs: dependencies)
             log_level="warning",
@@ -122,23 +122,48 @@ def http_server(app: ASGIApp) -> uvicorn.Server:
 
 
 class _Bounded:
-    """Past MAX_CONNECTIONS open connections (or requests), answers 503 in JSON, as every
-    error is: uvicorn's own bound (``limit_concurrency``) answers in plain text."""
+    """Answers 503 in JSON, as every error is, where uvicorn answers in plain text: past
+    MAX_CONNECTIONS open connections or requests (uvicorn's ``limit_concurrency``), and to a
+    request not answered when the shutdown grace ends, which uvicorn cancels and answers 500."""
 
-    def __init__(self, app: ASGIApp, crowded: Callable[[], bool]) -> None:
-        self._app, self._crowded = app, crowded
+    def __init__(
+        self, app: ASGIApp, crowded: Callable[[], bool], stopping: Callable[[], bool]
+    ) -> None:
+        self._app, self._crowded, self._stopping = app, crowded, stopping
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._crowded():
-            refusal = error(
-                503,
-                "unavailable",
-                f"more than {MAX_CONNECTIONS} connections are open; retry",
-                headers={"Connection": "close"},
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if self._crowded():
+            refusal = _unavailable(
+                "unavailable", f"more than {MAX_CONNECTIONS} connections are open; retry"
             )
             await refusal(scope, receive, send)
             return
-        await self._app(scope, receive, send)
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, watched)
+        except asyncio.CancelledError:
+            if started or not self._stopping():  # an answer begun can only be cut short
+                raise
+            refusal = _unavailable(
+                "shutting_down",
+                f"the daemon is stopping and this request did not finish within "
+                f"{SHUTDOWN_GRACE_SECONDS} s; retry",
+            )
+            await refusal(scope, receive, send)
+
+
+def _unavailable(code: str, message: str) -> JSONResponse:
+    """A 503 the client retries, closing the connection: this daemon will not serve it now."""
+    return error(503, code, message, headers={"Connection": "close"})
 
 
 def run_until_signalled(server: uvicorn.Server, sock: socket.socket) -> None:

@@ -1,13 +1,19 @@
 """The sidecar at its limits: a body that stops arriving or whose client leaves halfway, on
-every path that reads one, and more connections than it serves: answered in JSON, never held
-forever and never counted as a defect (500)."""
+every path that reads one, more connections than it serves, and a body still arriving when
+the daemon stops: answered in JSON, never held forever and never counted as a defect (500)."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -18,8 +24,15 @@ import pytest
 from accoil_buffer import Buffer, ServerConfig, bodies, listener
 from accoil_buffer.server import STORED_AT_ONCE, Sidecar
 from tests.integration.test_server import free_port
+from tests.support import tables
+from tests.support.paths import ROOT_DIR
 
 PATHS = ["/v1/batch", "/v1/track", "/console/api/dead-letters/replay"]
+# `accoil-buffer serve` with a shutdown grace of 1 s rather than 10, to reach its end quickly.
+SERVE_WITH_A_SHORT_GRACE = (
+    "import sys, accoil_buffer.listener as s; s.SHUTDOWN_GRACE_SECONDS = 1; "
+    "from accoil_buffer.cli import main; main(sys.argv[1:])"
+)
 
 
 @pytest.fixture
@@ -140,3 +153,83 @@ def test_more_requests_than_are_stored_at_once_are_all_stored(
     assert asyncio.run(post_all()) == [200] * 3 * STORED_AT_ONCE
     buffer.flush()
     assert buffer.status()["pending"]["occurrences"] == 3 * STORED_AT_ONCE * 10
+
+
+def test_a_body_still_arriving_when_the_shutdown_grace_ends_is_answered_503_in_json(
+    database_url: str,
+) -> None:
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
+    environment["ACCOIL_BUFFER_DATABASE_URL"] = database_url
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", SERVE_WITH_A_SHORT_GRACE, "serve", "--port", str(port)],
+        cwd=ROOT_DIR,
+        env=environment,
+        stderr=subprocess.PIPE,
+    )
+    whole, cut = batch_of("whole"), batch_of("cut")
+    try:
+        wait_listening(daemon, port)
+        with (
+            being_read(port, whole[:10], len(whole)) as finishing,
+            being_read(port, cut[:-1], len(cut)) as unfinished,
+        ):
+            daemon.send_signal(signal.SIGTERM)
+            finishing.sendall(whole[10:])  # the rest arrives within the grace
+            finished = answer_to(finishing)
+            cut_short = answer_to(unfinished)
+    except BaseException:
+        daemon.kill()  # a second SIGTERM would kill it anyway, as it closes the database
+        raise
+    finally:
+        _, stderr = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, stderr.decode()
+    status, _, body = finished
+    assert (status, json.loads(body)) == (200, {"success": True})
+    status, connection, body = cut_short
+    assert (status, connection) == (503, "close"), body
+    assert json.loads(body)["code"] == "shutting_down"
+    with Buffer(database_url, start=False) as buffer:
+        buffer.flush()
+    assert {user for (_, user, _, _) in tables.counts(database_url)} == {"whole"}
+
+
+def batch_of(user: str) -> bytes:
+    return json.dumps({"batch": [{"type": "track", "userId": user, "event": "E"}]}).encode()
+
+
+def wait_listening(daemon: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health")
+            return
+        except httpx.TransportError:
+            assert time.monotonic() < deadline
+            assert daemon.poll() is None
+            time.sleep(0.05)
+
+
+def being_read(port: int, part: bytes, declared: int) -> socket.socket:
+    """A POST /v1/batch declaring ``declared`` bytes, sending ``part`` of them once the daemon
+    reads the body: its ``100 Continue`` says the request is in progress."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+    connection.sendall(
+        b"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % declared
+    )
+    continued = b""
+    while not continued.endswith(b"\r\n\r\n"):
+        byte = connection.recv(1)
+        assert byte, "closed before its 100 Continue"
+        continued += byte
+    assert continued.startswith(b"HTTP/1.1 100 ")
+    connection.sendall(part)
+    return connection
+
+
+def answer_to(connection: socket.socket) -> tuple[int, str | None, bytes]:
+    """The status, ``Connection`` header and body the daemon answers on ``connection``."""
+    response = http.client.HTTPResponse(connection)
+    response.begin()
+    return response.status, response.getheader("connection"), response.read()
