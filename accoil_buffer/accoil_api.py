@@ -255,16 +255,27 @@ class Session:
                     await response.aread()
                 finally:
                     await response.aclose()
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            return Answer(Verdict.RETRY, error=f"timed out ({type(exc).__name__})")
-        except (httpx.TransportError, aiohttp.ClientError) as exc:  # aiohttp's: not translated
-            return Answer(Verdict.RETRY, error=f"network error ({type(exc).__name__}: {exc})")
+        except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+            return Answer(Verdict.RETRY, error=_network_failure(exc))
         return Answer(
             classify(response.status_code),
             status=response.status_code,
             body=response.text[:_RESPONSE_EXCERPT],
             retry_after=retry_after(response.headers.get("Retry-After")),
         )
+
+
+def _network_failure(exc: Exception) -> str:
+    """A request's failure in words, from the aiohttp error behind it if any: httpx-aiohttp
+    turns every aiohttp connection error, a refused connection too, into ConnectTimeout."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
+    if isinstance(cause, httpx.TimeoutException | TimeoutError):
+        return f"timed out ({type(exc).__name__})"
+    if isinstance(cause, aiohttp.ClientConnectorError) and isinstance(
+        cause.os_error, ConnectionRefusedError
+    ):
+        return "connection refused"
+    return f"network error ({type(cause).__name__}: {cause})"
 
 
 def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -106,8 +106,9 @@ class Bound:
 
 
 class Backpressure:
-    """Waits up to ``timeout`` seconds for room under every bound, else counts the refusal
-    (``refuse(messages)``) and raises ``BufferFull``."""
+    """Waits up to ``timeout`` seconds for room under every bound (not at all for a call over
+    a bound by itself), else counts the refusal (``refuse(messages)``) and raises
+    ``BufferFull``."""
 
     def __init__(
         self, rows: Bound, size: Bound, *, timeout: float, refuse: Callable[[int], None]
@@ -123,13 +124,17 @@ class Backpressure:
                 self._rows.take(messages)
                 self._size.take(size)
                 return
+            full, amount = (self._size, size) if rows_fit else (self._rows, messages)
+            alone = amount > full.limit  # over the bound by itself: waiting cannot help
             if deadline is None:
                 deadline = time.monotonic() + self._timeout
-            if time.monotonic() >= deadline:
+            if alone or time.monotonic() >= deadline:
                 self._refuse(messages)
-                full = self._size if rows_fit else self._rows
                 raise BufferFull(
-                    f"the buffer is full ({full.describe()}); the call was refused and "
-                    "counted. Is the fold running, and can delivery reach Accoil?"
+                    f"the call adds {amount:,}, more than {full.key} ({full.limit:,}) allows "
+                    "at once; it was refused and counted. Send less per call."
+                    if alone
+                    else f"the buffer is full ({full.describe()}); the call, adding {amount:,}, "
+                    "was refused and counted. Is the fold running, and can delivery reach Accoil?"
                 )
             time.sleep(0.05)

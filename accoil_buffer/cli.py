@@ -29,6 +29,7 @@ from accoil_buffer.cli_format import (
 from accoil_buffer.config import Config, load_config, sqlite_file
 from accoil_buffer.errors import (
     AccoilBufferError,
+    BufferFull,
     ConfigError,
     ListenError,
     storage_errors,
@@ -108,15 +109,32 @@ def main(log_level: str) -> None:
     configure_logging(log_level)
 
 
+def _not_empty(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """An empty --host is refused: bound, it would mean every address, not the default."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty (0.0.0.0 is every IPv4 address)")
+    return value
+
+
 @main.command()
-@click.option("--host", help="Address to listen on (default 127.0.0.1, from [server] host).")
-@click.option("--port", type=int, help="Port to listen on (default 8740, from [server] port).")
+@click.option(
+    "--host",
+    callback=_not_empty,
+    help="Address to listen on (default 127.0.0.1, from [server] host).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),  # as [server] port: 0, any port, gives clients no address
+    help="Port to listen on (default 8740, from [server] port).",
+)
 @common_options
 def serve(config: Config, host: str | None, port: int | None) -> None:
     """Run the sidecar: Segment's HTTP Tracking API, with fold and delivery in the background.
     Stops cleanly on SIGTERM or Ctrl-C."""
     server = dataclasses.replace(
-        config.server, host=host or config.server.host, port=port or config.server.port
+        config.server,
+        host=config.server.host if host is None else host,
+        port=config.server.port if port is None else port,
     )
     try:
         run_server(
@@ -182,6 +200,8 @@ def _has_schema(config: Config) -> bool:
 @common_options
 def status(config: Config, as_json: bool, watch: bool) -> None:
     """Show what is pending delivery, waiting for identity, and what was dropped."""
+    if watch and as_json:  # a drawing for a person; a program polls `status --json`
+        raise click.UsageError("--watch and --json cannot be used together")
     with _existing(config) as buffer:
         if watch:
             watch_status(buffer)
@@ -245,6 +265,8 @@ def check(config: Config) -> None:
     started = time.monotonic()
     answer = client.send({})
     elapsed = (time.monotonic() - started) * 1000
+    if answer.status is None:
+        raise click.ClickException(f"no answer from {client.url}: {answer.describe()}")
     if answer.verdict is not Verdict.DELIVERED:
         raise click.ClickException(f"{client.url} answered {answer.describe()}")
     click.echo(f"{client.url} answered HTTP {answer.status} in {elapsed:.0f} ms.")
@@ -291,38 +313,50 @@ def import_(config: Config, source: IO[bytes]) -> None:
     """Import Segment-format messages, one JSON object per line, from SOURCE (a file or -).
 
     Rejected lines are reported by number on stderr and the import continues; the exit status
-    is 1 if any line was rejected.
+    is 1 if any line was rejected. Under max_outbox_rows the import folds as it goes; at a full
+    buffer it stops, naming the first line it did not import.
     """
-    stored = duplicates = filtered = rejected = 0
-    with Buffer(config=config, start=False) as buffer:
-        batch: list[tuple[int, Any]] = []
-        problems: list[tuple[int, str]] = []
+    bound = config.max_outbox_rows
+    size = min(IMPORT_BATCH, bound) if bound else IMPORT_BATCH  # a batch fits an empty outbox
+    stored = duplicates = filtered = rejected = unfolded = 0
+    stopped: str | None = None
+    # Delivery off: the import's flushes only fold; sending is serve's and flush's work.
+    with Buffer(config=dataclasses.replace(config, api_key=None), start=False) as buffer:
+        batch: list[tuple[int, Any, str | None]] = []
 
         def ingest() -> None:
-            nonlocal stored, duplicates, filtered, rejected
-            result = buffer.ingest_many(message for _, message in batch)
+            nonlocal stored, duplicates, filtered, rejected, unfolded
+            if bound and unfolded + len(batch) > bound:
+                buffer.flush()  # the fold makes room for the next batch, as the daemon's would
+                unfolded = 0
+            # A line with a problem goes in as None: rejected, and counted in accoil_drops as
+            # rejected_invalid, as an invalid message is.
+            result = buffer.ingest_many(message for _, message, _ in batch)
             stored += result.stored
+            unfolded += result.stored
             duplicates += result.duplicates
             filtered += result.filtered
-            problems.extend((batch[r.index][0], str(r.error)) for r in result.rejected)
-            for number, problem in sorted(problems):
-                click.echo(f"line {number}: {problem}", err=True)
-            rejected += len(problems)
+            for rejection in result.rejected:
+                number, _, problem = batch[rejection.index]
+                click.echo(f"line {number}: {problem or rejection.error}", err=True)
+            rejected += len(result.rejected)
             batch.clear()
-            problems.clear()
 
-        for number, message, problem in _json_lines(source):
-            if problem is not None:
-                problems.append((number, problem))
-            else:
-                batch.append((number, message))
-            if len(batch) >= IMPORT_BATCH:
+        try:
+            for line in _json_lines(source):
+                batch.append(line)
+                if len(batch) >= size:
+                    ingest()
+            if batch:
                 ingest()
-        ingest()
+        except BufferFull as exc:
+            stopped = f"line {batch[0][0]} and the lines after it were not imported: {exc}"
     click.echo(
         f"imported {count(stored, 'message')} ({count(duplicates, 'duplicate')}, {filtered} "
         f"filtered by integrations); {count(rejected, 'line')} rejected"
     )
+    if stopped is not None:
+        raise click.ClickException(stopped)
     if rejected:
         raise SystemExit(1)
 

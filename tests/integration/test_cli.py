@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -89,8 +90,10 @@ def test_import_reports_bad_lines_by_number_and_keeps_the_rest(tmp_path: Path) -
         result.stdout
     )
     assert sum(tables.counts(url).values()) == 2
+    assert tables.drops(url) == {"rejected_invalid": 5}  # the lines that are not JSON too
     again = run("import", "-", "--database-url", url, stdin=lines[0] + b"\n" + lines[1] + b"\n")
     assert "imported 1 message (0 duplicates, 0 filtered by integrations); 1 line" in again.stdout
+    assert tables.drops(url) == {"rejected_invalid": 6}
 
 
 def test_import_skips_an_overlong_line_without_reading_it_whole(tmp_path: Path) -> None:
@@ -101,6 +104,38 @@ def test_import_skips_an_overlong_line_without_reading_it_whole(tmp_path: Path) 
     assert result.returncode == 1
     assert result.stderr.startswith(f"line 1: line is longer than {MAX_LINE_BYTES} bytes")
     assert list(tables.counts(url).values()) == [1]
+
+
+def test_import_folds_as_it_goes_to_stay_within_max_outbox_rows(database_url: str) -> None:
+    lines = b"".join(b'{"type": "track", "userId": "u%d", "event": "E"}\n' % i for i in range(25))
+    env = {"ACCOIL_BUFFER_MAX_OUTBOX_ROWS": "10"}
+    result = run("import", "-", "--database-url", database_url, stdin=lines, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "imported 25 messages (0 duplicates" in result.stdout
+    assert sum(tables.counts(database_url).values()) == 25
+    assert tables.drops(database_url) == {}
+
+
+def test_import_at_a_full_buffer_stops_naming_the_first_line_not_imported(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'full.db'}"
+    with opened(url) as database:  # written as a daemon would, and not yet folded
+        waiting = [
+            message(type="track", userId="w", event="W", messageId=f"w{i}") for i in range(10)
+        ]
+        append(database, waiting)
+    lines = b'{"type": "track", "userId": "u1", "event": "E"}\n' * 3
+    env = {"ACCOIL_BUFFER_MAX_OUTBOX_ROWS": "10"}
+    result = run("import", "-", "--database-url", url, stdin=lines, env=env)
+    assert result.returncode == 1
+    assert "imported 0 messages" in result.stdout
+    assert result.stderr == (
+        "Error: line 1 and the lines after it were not imported: the buffer is full (10 rows "
+        "waiting; max_outbox_rows is 10); the call, adding 3, was refused and counted. Is the "
+        "fold running, and can delivery reach Accoil?\n"
+    )
+    assert tables.drops(url) == {"buffer_full": 3}
 
 
 def test_migrate_then_status_with_auto_migrate_off(tmp_path: Path) -> None:
@@ -280,6 +315,14 @@ def test_flush_check_and_dead_letters_against_the_fake(database_url: str) -> Non
         assert secret not in result.stdout + result.stderr
 
 
+def test_check_says_a_refused_connection_was_refused() -> None:
+    with running() as probe:
+        endpoint = probe.url  # a loopback port that is closed once the block ends
+    checked = run("check", env={"ACCOIL_API_KEY": "k", "ACCOIL_BUFFER_ENDPOINT": endpoint})
+    assert checked.returncode == 1
+    assert checked.stderr == f"Error: no answer from {endpoint}: connection refused\n"
+
+
 def test_flush_fails_clearly_when_delivery_fails_or_is_off(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'f.db'}"
     with running() as fake:
@@ -437,6 +480,22 @@ def test_a_relative_sqlite_path_in_a_config_file_is_beside_the_file(tmp_path: Pa
     assert by_variable.returncode == 0, by_variable.stderr
     assert sorted(p.name for p in tmp_path.rglob("*.db")) == ["cfg.db", "v.db"]
     assert (tmp_path / "elsewhere" / "v.db").exists()
+
+
+def test_serve_refuses_port_0_and_an_empty_host_instead_of_the_configured_ones(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:  # the configured port: serving on it would exit 3
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {"ACCOIL_BUFFER_SERVER_PORT": str(taken.getsockname()[1])}
+        port = run("serve", "--port", "0", env=env, cwd=tmp_path)
+        host = run("serve", "--host", "", env=env, cwd=tmp_path)
+    assert port.returncode == 2, port.stderr
+    assert "Invalid value for '--port': 0 is not in the range 1<=x<=65535" in port.stderr
+    assert host.returncode == 2, host.stderr
+    assert "Invalid value for '--host': must not be empty" in host.stderr
+    assert not list(tmp_path.iterdir())  # refused before a database was opened
 
 
 UNIT = EXAMPLES.parent / "accoil-buffer.service"

@@ -82,3 +82,22 @@ def test_status_watch_runs_until_interrupted(tmp_path: Path) -> None:
     assert watching.returncode == 0, err
     assert "Delivery is off" in out  # a pipe gets the last drawing; a terminal, each one
     assert "Ctrl-C to stop" in out
+
+
+def test_status_watch_with_json_is_a_usage_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'watch.db'}"
+    with Buffer(url, start=False) as buffer:
+        buffer.track("u1", "Signed Up")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
+    command = ["status", "--watch", "--json", "--database-url", url]
+    result = subprocess.run(  # a watch that ignored --json would run until this times out
+        [sys.executable, "-m", "accoil_buffer", *command],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.endswith("Error: --watch and --json cannot be used together\n")
+    assert result.stdout == ""

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from accoil_buffer import backpressure
-from accoil_buffer.backpressure import Bound
-from accoil_buffer.errors import StorageError
+from accoil_buffer.backpressure import Backpressure, Bound
+from accoil_buffer.errors import BufferFull, StorageError
 from tests.support.processes import fork
 
 
@@ -122,3 +122,34 @@ def test_a_child_forked_during_a_background_count_measures_for_itself(
     finally:
         release.set()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def pressure(waiting: int, refused: list[int], timeout: float) -> Backpressure:
+    """A row bound of 10 over ``waiting`` rows, and no byte bound."""
+    rows = Bound("max_outbox_rows", 10, lambda: waiting, "rows waiting")
+    size = Bound("max_outbox_bytes", 0, lambda: 0, "bytes in use in the database file")
+    return Backpressure(rows, size, timeout=timeout, refuse=refused.append)
+
+
+def test_a_call_over_the_bound_by_itself_is_refused_at_once_and_says_so() -> None:
+    refused: list[int] = []
+    started = time.monotonic()
+    with pytest.raises(BufferFull) as raised:
+        pressure(0, refused, timeout=10).make_room(25, 2500)
+    assert time.monotonic() - started < 5  # no wait for room that can never come
+    assert str(raised.value) == (
+        "the call adds 25, more than max_outbox_rows (10) allows at once; it was refused and "
+        "counted. Send less per call."
+    )
+    assert refused == [25]
+
+
+def test_a_full_buffer_says_what_waits_and_what_the_call_adds() -> None:
+    refused: list[int] = []
+    with pytest.raises(BufferFull) as raised:
+        pressure(8, refused, timeout=0).make_room(3, 300)
+    assert str(raised.value).startswith(
+        "the buffer is full (8 rows waiting; max_outbox_rows is 10); the call, adding 3, was "
+        "refused and counted."
+    )
+    assert refused == [3]
