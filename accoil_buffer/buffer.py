@@ -282,11 +282,12 @@ class Buffer:
             offline_since=state["offline_since"],
         )
 
-    def dead_letters(self) -> list[dict[str, Any]]:
-        """Messages Accoil refused (400, 413, other 4xx) and not yet replayed."""
+    def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Messages Accoil refused (400, 413, other 4xx) and not yet replayed, oldest first;
+        the first ``limit`` of them if given (``status()`` counts them all)."""
         self._ensure_open()
         with storage_errors(), self._parts.database.engine.connect() as conn:
-            return deliveries.dead_letters(conn)
+            return deliveries.dead_letters(conn, limit)
 
     def history(self, days: int = 30) -> dict[str, Any]:
         """Occurrences (delivered, pending, held, not yet folded) and drops per UTC day."""

@@ -168,12 +168,13 @@ class Console:
     def _state(self) -> dict[str, Any]:
         health = self._buffer.health()
         status = self._buffer.status_report()
-        letters = self._buffer.dead_letters()
+        # The first few only: a page polling every few seconds must not load a long history.
+        letters = self._buffer.dead_letters(DEAD_LETTERS_SHOWN)
         return {
             "overview": overview(health, status, datetime.now(UTC)),
             "replay_enabled": status.delivery.enabled,
-            "dead_letters_total": len(letters),
-            "dead_letters": [_letter(letter) for letter in letters[:DEAD_LETTERS_SHOWN]],
+            "dead_letters_total": status.delivery.dead_letters,
+            "dead_letters": [_letter(letter) for letter in letters],
         }
 
     async def _read(self, request: Request, read: Callable[[], Any]) -> Response:

@@ -255,10 +255,10 @@ def _update_claims(conn: Connection, holder: str, **values: object) -> None:
 # --- Dead letters -----------------------------------------------------------------------------
 
 
-def dead_letters(conn: Connection) -> list[dict[str, Any]]:
-    """Dead letters not yet replayed, oldest first."""
+def dead_letters(conn: Connection, limit: int | None = None) -> list[dict[str, Any]]:
+    """Dead letters not yet replayed, oldest first; the first ``limit`` of them if given."""
     d = schema.dead_letters
-    query = select(d).where(d.c.replayed_at.is_(None)).order_by(d.c.id)
+    query = select(d).where(d.c.replayed_at.is_(None)).order_by(d.c.id).limit(limit)
     return [dict(row) for row in conn.execute(query).mappings()]
 
 

@@ -20,6 +20,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from accoil_buffer import Buffer, ServerConfig
+from accoil_buffer.console.app import DEAD_LETTERS_SHOWN
 from accoil_buffer.server import Sidecar
 from tests.integration.test_js_clients import serve_page
 from tests.integration.test_server import Daemon
@@ -150,6 +151,23 @@ def client(buffer: Buffer, **server: Any) -> TestClient:
 def sqlite_buffer(tmp_path: Path) -> Iterator[Buffer]:
     with Buffer(f"sqlite:///{tmp_path / 'console.db'}", start=False) as buffer:
         yield buffer
+
+
+def test_the_state_counts_every_dead_letter_and_reads_only_those_it_shows(
+    tmp_path: Path, fake: FakeAccoil
+) -> None:
+    fake.behaviour = lambda _message: REFUSED
+    url = f"sqlite:///{tmp_path / 'letters.db'}"
+    with Buffer(url, api_key="k", endpoint=fake.url, start=False) as buffer:
+        for i in range(DEAD_LETTERS_SHOWN + 5):
+            buffer.track(f"user-{i}", "Refused")
+        buffer.flush()
+        oldest = [letter["id"] for letter in buffer.dead_letters(3)]
+        state = client(buffer).get("/console/api/state").json()
+    assert state["dead_letters_total"] == DEAD_LETTERS_SHOWN + 5
+    shown = [letter["id"] for letter in state["dead_letters"]]
+    assert len(shown) == DEAD_LETTERS_SHOWN
+    assert shown[:3] == oldest == sorted(shown)[:3]
 
 
 def test_with_write_keys_the_console_asks_for_one(sqlite_buffer: Buffer) -> None:
