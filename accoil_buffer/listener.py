@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import signal
 import socket
 import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import h11
 import uvicorn
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +20,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from accoil_buffer.config import ServerConfig
 from accoil_buffer.errors import ConfigError, ListenError
+from accoil_buffer.metrics import Metrics
 from accoil_buffer.middleware import error
 
 SHUTDOWN_GRACE_SECONDS = 10
@@ -99,17 +102,24 @@ def listen(server: ServerConfig) -> socket.socket:
     return sock
 
 
-def http_server(app: ASGIApp) -> uvicorn.Server:
-    """uvicorn serving ``app`` with the sidecar's timeouts and connection bound."""
+def http_server(app: ASGIApp, metrics: Metrics) -> uvicorn.Server:
+    """uvicorn serving ``app`` with the sidecar's timeouts and connection bound; the answers
+    given outside ``app`` (the 503s here, a 400 to what is not HTTP) are counted too."""
 
     def crowded() -> bool:
         state = server.server_state
         return len(state.connections) > MAX_CONNECTIONS or len(state.tasks) > MAX_CONNECTIONS
 
+    def count(status: int) -> None:
+        metrics.responses.labels(str(status)).inc()
+
+    class Protocol(_Protocol):
+        answered = staticmethod(count)
+
     server = uvicorn.Server(
         uvicorn.Config(
-            _Bounded(app, crowded, lambda: server.should_exit),
-            http=_HeaderTimeoutProtocol,
+            _Bounded(app, crowded, lambda: server.should_exit, count),
+            http=Protocol,
             loop="auto",  # uvloop, a dependency wherever it builds (docs: dependencies)
             log_level="warning",
             access_log=False,
@@ -127,9 +137,14 @@ class _Bounded:
     request not answered when the shutdown grace ends, which uvicorn cancels and answers 500."""
 
     def __init__(
-        self, app: ASGIApp, crowded: Callable[[], bool], stopping: Callable[[], bool]
+        self,
+        app: ASGIApp,
+        crowded: Callable[[], bool],
+        stopping: Callable[[], bool],
+        answered: Callable[[int], None],
     ) -> None:
         self._app, self._crowded, self._stopping = app, crowded, stopping
+        self._answered = answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,6 +154,7 @@ class _Bounded:
             refusal = _unavailable(
                 "unavailable", f"more than {MAX_CONNECTIONS} connections are open; retry"
             )
+            self._answered(refusal.status_code)
             await refusal(scope, receive, send)
             return
         started = False
@@ -158,6 +174,7 @@ class _Bounded:
                 f"the daemon is stopping and this request did not finish within "
                 f"{SHUTDOWN_GRACE_SECONDS} s; retry",
             )
+            self._answered(refusal.status_code)
             await refusal(scope, receive, send)
 
 
@@ -184,12 +201,28 @@ def run_until_signalled(server: uvicorn.Server, sock: socket.socket) -> None:
             signal.signal(sig, handler)
 
 
-class _HeaderTimeoutProtocol(H11Protocol):
+class _Protocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol, closing a connection whose next request's headers are not
-    complete within HEADER_TIMEOUT_SECONDS: uvicorn itself waits for them forever."""
+    complete within HEADER_TIMEOUT_SECONDS (uvicorn itself waits for them forever), and
+    answering what is not HTTP/1.1 in JSON, counted (``answered``), as every error is."""
 
     _deadline: asyncio.TimerHandle | None = None
     _waiting_since: object = None
+    answered: Callable[[int], None]
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps(
+            {"code": "invalid_http", "message": f"not a valid HTTP/1.1 request: {msg}"}
+        )
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body.encode()),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+        self.answered(400)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -80,7 +80,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.accepted = Counter(
             "accoil_buffer_http_accepted_messages",
-            "Messages stored from the HTTP API",
+            "Messages the HTTP API accepted (copies and filtered ones too: see drops)",
             ["type"],
             registry=self.registry,
         )

@@ -300,7 +300,7 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
     try:
         sidecar = Sidecar(buffer, config.server)
         delivery = buffer.status_report().delivery
-        server = http_server(sidecar.app)
+        server = http_server(sidecar.app, sidecar.metrics)
         announce(
             f"accoil-buffer listening on http://{_url_host(config.server.host)}:{config.server.port}"
             + (" (write keys required)" if config.server.write_keys else "")

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,28 +112,57 @@ def test_a_client_that_leaves_mid_body_is_not_counted_as_a_defect(
     assert statuses_counted(sidecar) == {"400"}
 
 
-def test_past_the_connection_bound_requests_are_answered_503_in_json(
-    sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(listener, "MAX_CONNECTIONS", 1)
-    server = listener.http_server(sidecar.app)
+@contextmanager
+def served(sidecar: Sidecar) -> Iterator[tuple[str, int]]:
+    """The sidecar served by uvicorn as ``serve`` does, on a free loopback port."""
+    server = listener.http_server(sidecar.app, sidecar.metrics)
     sock = listener.listen(ServerConfig(port=free_port()))
     serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
     serving.start()
     try:
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         while not server.started:
             serving.join(0.05)
-        with socket.create_connection(sock.getsockname()):  # open, idle: the one served
-            answer = httpx.get(url + "/health")
-        alone = httpx.get(url + "/health")
+        yield sock.getsockname()
     finally:
         server.should_exit = True
         serving.join(30)
+
+
+def test_past_the_connection_bound_requests_are_answered_503_in_json(
+    sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener, "MAX_CONNECTIONS", 1)
+    with served(sidecar) as address:
+        url = f"http://127.0.0.1:{address[1]}"
+        with socket.create_connection(address):  # open, idle: the one served
+            answer = httpx.get(url + "/health")
+        alone = httpx.get(url + "/health")
     assert answer.status_code == 503
     assert answer.json()["code"] == "unavailable"
     assert "connections" in answer.json()["message"]
     assert alone.status_code == 200
+    assert statuses_counted(sidecar) == {"503", "200"}
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+    ],
+)
+def test_what_is_not_http_is_answered_400_in_json_and_counted(
+    sidecar: Sidecar, request_: bytes
+) -> None:
+    with served(sidecar) as address, socket.create_connection(address, timeout=10) as client:
+        client.sendall(request_)
+        answer = http.client.HTTPResponse(client)
+        answer.begin()
+        document = json.loads(answer.read())
+    assert (answer.status, answer.getheader("content-type")) == (400, "application/json")
+    assert document["code"] == "invalid_http"
+    assert statuses_counted(sidecar) == {"400"}
 
 
 def test_more_requests_than_are_stored_at_once_are_all_stored(
