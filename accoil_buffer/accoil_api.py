@@ -186,8 +186,11 @@ class AccoilClient:
         self._transport = transport
         self._timeout = timeout
         self._max_connections = max_connections
+        token = authorization(key)
+        # As Accoil might echo them (a proxy's error page with the request's headers, say).
+        self._secrets = (token, token.removeprefix("Basic "), api_key, key)
         self._headers = [
-            (b"Authorization", authorization(key).encode()),
+            (b"Authorization", token.encode()),
             (b"User-Agent", b"accoil-buffer"),
             (b"Content-Type", b"application/json"),
         ]
@@ -198,11 +201,11 @@ class AccoilClient:
         """Connections for one delivery pass, closed when it ends (an injected transport
         belongs to whoever injected it, and stays open)."""
         if self._transport is not None:
-            yield Session(self._transport, self.url, self._headers, self._timeout)
+            yield Session(self._transport, self.url, self._headers, self._timeout, self._secrets)
             return
         limits = httpx.Limits(max_connections=self._max_connections)
         async with AiohttpTransport(verify=self._verify(), limits=limits) as transport:
-            yield Session(transport, self.url, self._headers, self._timeout)
+            yield Session(transport, self.url, self._headers, self._timeout, self._secrets)
 
     def _verify(self) -> ssl.SSLContext:
         """Certificates are verified, against the CAs httpx trusts."""
@@ -231,8 +234,10 @@ class Session:
         url: str,
         headers: list[tuple[bytes, bytes]],
         timeout: float,
+        secrets: tuple[str, ...],
     ) -> None:
         self._transport = transport
+        self._secrets = secrets
         self._url = httpx.URL(url)
         self._headers = headers
         self._timeout = timeout
@@ -260,9 +265,15 @@ class Session:
         return Answer(
             classify(response.status_code),
             status=response.status_code,
-            body=response.text[:_RESPONSE_EXCERPT],
+            body=self._redacted(response.text)[:_RESPONSE_EXCERPT],
             retry_after=retry_after(response.headers.get("Retry-After")),
         )
+
+    def _redacted(self, text: str) -> str:
+        """An answer as it may be logged, stored and shown: never with the key in it."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[api key]")
+        return text
 
 
 def _network_failure(exc: Exception) -> str:

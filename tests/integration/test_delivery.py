@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections import Counter
@@ -228,6 +229,23 @@ def test_401_pauses_delivery_and_keeps_everything(
     assert status["delivery"]["offline_since"] is None
     assert status["pending"]["occurrences"] == 0
     assert occurrences(fake.accepted()) == {("2026-11-28", "u1", "track", "E"): 1}
+
+
+@pytest.mark.parametrize("status", [401, 400])
+def test_an_answer_that_echoes_the_key_is_kept_without_it(
+    database_url: str, fake: FakeAccoil, clock: Clock, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = base64.b64encode(b"test-key:").decode()
+    echo = f"refused Authorization: Basic {token} (user test-key)"
+    fake.behaviour = lambda _m: Reply(status, echo)
+    with open_buffer(database_url, fake, clock) as buf:
+        buf.track("u1", "E")
+        buf.flush()
+        kept = json.dumps([buf.status(), buf.dead_letters()], default=str)
+    assert "refused Authorization: [api key] (user [api key])" in kept
+    for secret in ("test-key", token):
+        assert secret not in kept
+        assert secret not in caplog.text
 
 
 @pytest.mark.parametrize("status", [400, 413, 422])
