@@ -33,6 +33,7 @@ from tenacity.wait import wait_random_exponential
 from accoil_buffer.accoil_api import AccoilClient, Answer, Session, Verdict, run_coroutine
 from accoil_buffer.delivery_pass import Pass
 from accoil_buffer.delivery_rows import Row, row_to_send
+from accoil_buffer.errors import DeliveryFailed
 from accoil_buffer.store import deliveries, holders
 from accoil_buffer.store.engine import Database
 
@@ -160,19 +161,27 @@ class Delivery:
 
     def replay(self, ids: Collection[int] | None = None) -> tuple[int, int]:
         """Send dead letters again as they were (same messageId); returns (accepted, refused).
-        An accepted one is marked replayed; a refused one stays, for another try."""
+        An accepted one is marked replayed and counted delivered; a refused one stays, for
+        another try. ``DeliveryFailed`` if Accoil cannot take messages now: those not yet
+        sent stay too, and were not refused."""
         with self._database.engine.connect() as conn:
-            letters = [d for d in deliveries.dead_letters(conn) if ids is None or d["id"] in ids]
-        accepted = 0
+            letters = deliveries.dead_letters(conn, ids=ids)
+        accepted = refused = 0
         for letter in letters:
             answer = self._client.send(letter["payload"])
             if answer.verdict is Verdict.DELIVERED:
                 with self._database.write_between_folds() as conn:
-                    deliveries.mark_replayed(conn, letter["id"], self._clock())
+                    deliveries.mark_replayed(self._database, conn, letter["id"], self._clock())
                 accepted += 1
-            else:
+            elif answer.verdict is Verdict.DEAD_LETTER:
                 log.warning("dead letter %s was refused again: %s", letter["id"], answer.describe())
-        return accepted, len(letters) - accepted
+                refused += 1
+            else:
+                raise DeliveryFailed(
+                    f"Accoil did not take dead letter {letter['id']} ({answer.describe()}); "
+                    f"{accepted} replayed and {refused} refused again before it, the rest wait"
+                )
+        return accepted, refused
 
     # --- The database side: claims, records, releases (on the pass's database thread) ------
 

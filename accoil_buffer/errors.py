@@ -54,6 +54,11 @@ class InvalidMessage(AccoilBufferError, ValueError):
         self.problem = problem
 
 
+class DeliveryFailed(AccoilBufferError):
+    """Accoil could not be reached, or answered that it cannot take messages now (a 5xx, a
+    429): what was asked stays to be sent again later."""
+
+
 class SchemaError(AccoilBufferError):
     """The database schema does not match this version of accoil-buffer."""
 

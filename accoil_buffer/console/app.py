@@ -32,7 +32,7 @@ from accoil_buffer.config import ServerConfig
 from accoil_buffer.console.explain import describe
 from accoil_buffer.console.live import Ring
 from accoil_buffer.console.overview import overview
-from accoil_buffer.errors import ConfigError, StorageError
+from accoil_buffer.errors import ConfigError, DeliveryFailed, StorageError
 from accoil_buffer.listener import TrustedHosts
 from accoil_buffer.messages import format_timestamp
 from accoil_buffer.middleware import error
@@ -159,6 +159,8 @@ class Console:
             accepted, refused = await run_in_threadpool(self._buffer.replay_dead_letters, ids)
         except ConfigError as exc:
             return error(409, "delivery_off", str(exc))
+        except DeliveryFailed as exc:  # Accoil's trouble, not the page's: it may try again
+            return error(503, "accoil_unavailable", str(exc))
         except StorageError as exc:
             return error(503, "unavailable", str(exc))
         return JSONResponse({"accepted": accepted, "refused": refused})
@@ -208,9 +210,9 @@ class Console:
 def _replay_ids(document: object) -> Collection[int] | None:
     if not isinstance(document, dict) or set(document) - {"ids"}:
         raise ValueError('the body must be {"ids": [dead letter ids]}, or {} for all of them')
-    ids = document.get("ids")
-    if ids is None:
+    if "ids" not in document:
         return None
+    ids = document["ids"]
     if not isinstance(ids, list) or not all(type(i) is int for i in ids):
         raise ValueError("ids must be a list of whole numbers")
     return set(ids)

@@ -8,7 +8,7 @@ is written only for rows the writer still holds, in the transaction that records
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -208,15 +208,18 @@ def record(
             [{**letter, "created_at": now} for letter in outcomes.dead_letters],
         )
     if outcomes.delivered:
-        s = schema.delivery_state
-        conn.execute(
-            database.dialect.insert(s)
-            .values(id=_STATE_ID, delivered_total=outcomes.delivered)
-            .on_conflict_do_update(
-                index_elements=[s.c.id],
-                set_={"delivered_total": s.c.delivered_total + outcomes.delivered},
-            )
+        _add_delivered(database, conn, outcomes.delivered)
+
+
+def _add_delivered(database: Database, conn: Connection, n: int) -> None:
+    s = schema.delivery_state
+    conn.execute(
+        database.dialect.insert(s)
+        .values(id=_STATE_ID, delivered_total=n)
+        .on_conflict_do_update(
+            index_elements=[s.c.id], set_={"delivered_total": s.c.delivered_total + n}
         )
+    )
 
 
 def reap(conn: Connection, holder: str, is_dead: Callable[[str], bool]) -> list[str]:
@@ -255,16 +258,23 @@ def _update_claims(conn: Connection, holder: str, **values: object) -> None:
 # --- Dead letters -----------------------------------------------------------------------------
 
 
-def dead_letters(conn: Connection, limit: int | None = None) -> list[dict[str, Any]]:
-    """Dead letters not yet replayed, oldest first; the first ``limit`` of them if given."""
+def dead_letters(
+    conn: Connection, limit: int | None = None, ids: Collection[int] | None = None
+) -> list[dict[str, Any]]:
+    """Dead letters not yet replayed, oldest first: the first ``limit`` of them, those of
+    ``ids``, or all."""
     d = schema.dead_letters
     query = select(d).where(d.c.replayed_at.is_(None)).order_by(d.c.id).limit(limit)
+    if ids is not None:
+        query = query.where(d.c.id.in_(ids))
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
-def mark_replayed(conn: Connection, letter_id: int, now: datetime) -> None:
+def mark_replayed(database: Database, conn: Connection, letter_id: int, now: datetime) -> None:
+    """A dead letter Accoil took when sent again: delivered, as any message it takes."""
     d = schema.dead_letters
     conn.execute(update(d).where(d.c.id == letter_id).values(replayed_at=now))
+    _add_delivered(database, conn, 1)
 
 
 # --- Delivery state ---------------------------------------------------------------------------

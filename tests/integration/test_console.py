@@ -231,6 +231,7 @@ def test_a_page_reaching_the_daemon_by_dns_rebinding_reads_nothing(
         b"not json",
         b"[1, 2]",
         b'{"ids": "all"}',
+        b'{"ids": null}',
         b'{"ids": [1.5]}',
         b'{"ids": [true]}',
         b'{"id": [1]}',

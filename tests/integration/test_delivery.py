@@ -23,6 +23,7 @@ from accoil_buffer.accoil_api import (
     message_id,
 )
 from accoil_buffer.delivery import Delivery, DeliverySettings
+from accoil_buffer.errors import DeliveryFailed
 from accoil_buffer.store import holders, schema
 from accoil_buffer.store.engine import Database
 from tests.support import tables
@@ -270,9 +271,32 @@ def test_a_refused_message_is_dead_lettered_and_can_be_replayed(
         assert buf.replay_dead_letters() == (1, 0)
         assert buf.dead_letters() == []
         assert buf.status()["delivery"]["dead_letters"] == 0
+        assert buf.status()["delivery"]["delivered_total"] == 3  # the replayed one too
     sent = fake.accepted()
     assert [b["event"] for b in sent].count("Bad") == 1
     assert sent[-1]["messageId"] == letters[0]["message_id"]
+
+
+@pytest.mark.parametrize("trouble", [Reply(503), Reply(drop=True), Reply(401)])
+def test_a_replay_that_accoil_cannot_take_now_refuses_nothing(
+    database_url: str, fake: FakeAccoil, clock: Clock, trouble: Reply
+) -> None:
+    fake.behaviour = lambda _m: Reply(400, "no thanks")
+    with open_buffer(database_url, fake, clock) as buf:
+        for name in ("A", "B", "C"):
+            buf.track("u1", name)
+        buf.flush()
+        first, *rest = [letter["id"] for letter in buf.dead_letters()]
+        replies = iter([Reply(), Reply(400, "still no"), trouble])
+        fake.behaviour = lambda _m: next(replies)
+        with pytest.raises(DeliveryFailed, match="1 replayed and 1 refused again before it"):
+            buf.replay_dead_letters()
+        assert [letter["id"] for letter in buf.dead_letters()] == rest  # none lost
+        assert buf.status()["delivery"]["delivered_total"] == 1
+        fake.behaviour = lambda _m: Reply()
+        assert buf.replay_dead_letters([rest[1]]) == (1, 0)  # only the one asked for
+        assert [letter["id"] for letter in buf.dead_letters()] == rest[:1]
+    assert first not in rest
 
 
 def test_transient_failures_are_retried_within_the_pass(
