@@ -107,6 +107,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The older code has no dead letters: the messages Accoil refused would be gone for good.
+    letters = sa.table("accoil_dead_letters", sa.column("replayed_at"))
+    kept = op.get_bind().scalar(
+        sa.select(sa.func.count()).select_from(letters).where(letters.c.replayed_at.is_(None))
+    )
+    if kept:
+        raise RuntimeError(
+            f"{kept} dead letters are kept: replay them (`accoil-buffer dead-letters replay`) "
+            "or delete them from accoil_dead_letters before downgrading"
+        )
     for table in CLAIMED_TABLES:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_column("claimed_until")

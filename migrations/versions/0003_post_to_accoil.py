@@ -58,4 +58,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The older code has no posts: one still waiting would never reach Accoil.
+    posts = sa.table("accoil_outbox_posts", sa.column("id"))
+    waiting = op.get_bind().scalar(sa.select(sa.func.count()).select_from(posts))
+    if waiting:
+        raise RuntimeError(
+            f"{waiting} posts wait to be sent to Accoil: run `accoil-buffer flush` with this "
+            "version before downgrading"
+        )
     op.drop_table("accoil_outbox_posts")

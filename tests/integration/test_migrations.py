@@ -176,6 +176,39 @@ def test_0011_counts_rows_written_before_once_and_refuses_to_lose_shared_ones(
     assert tables.counts(empty_database_url) == {(date(2026, 12, 5), "u1", "track", "E"): 3}
 
 
+def test_downgrades_refuse_to_drop_posts_waiting_or_dead_letters_kept(
+    empty_database_url: str,
+) -> None:
+    database = Database.open(Config(database_url=empty_database_url))
+    upgrade(database, "0003")
+    with database.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO accoil_outbox_posts (message_id, type, payload, received_at) "
+                "VALUES ('p1', 'track', '{}', '2026-12-05 10:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO accoil_dead_letters (message_id, type, payload, status, created_at) "
+                "VALUES ('d1', 'track', '{}', 400, '2026-12-05 10:00:00')"
+            )
+        )
+    with pytest.raises(RuntimeError, match="1 posts wait to be sent"):
+        _downgrade(database, "0002")
+    with database.engine.begin() as conn:
+        conn.execute(text("DELETE FROM accoil_outbox_posts"))
+    _downgrade(database, "0002")
+    with pytest.raises(RuntimeError, match="1 dead letters are kept"):
+        _downgrade(database, "0001")
+    with database.engine.begin() as conn:
+        conn.execute(text("UPDATE accoil_dead_letters SET replayed_at = created_at"))
+    _downgrade(database, "0001")
+    with database.engine.connect() as conn:
+        assert current_revision(conn) == "0001"
+    database.dispose()
+
+
 def test_0012_keeps_the_counts_and_its_downgrade_puts_the_kind_check_back(
     empty_database_url: str,
 ) -> None:
