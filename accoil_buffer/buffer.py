@@ -225,7 +225,9 @@ class Buffer:
         result = self._parts.recorder.write(
             valid, connection, rejected=len(rejected), day=received_at.date()
         )
-        return IngestReport(result.stored, result.duplicates, result.filtered, tuple(rejected))
+        return IngestReport(
+            result.stored, result.duplicates, result.filtered, tuple(rejected), received_at
+        )
 
     # --- Work and state --------------------------------------------------------------------
 

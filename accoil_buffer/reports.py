@@ -31,6 +31,7 @@ class IngestReport:
     duplicates: int
     filtered: int
     rejected: tuple[Rejection, ...]
+    received_at: datetime  # the arrival time every message of the batch was given
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from accoil_buffer.reports import IngestReport
 
@@ -68,14 +68,14 @@ class Ring:
         """Keep one request's messages and their outcome, if anyone is watching."""
         if self._monotonic() > self._watched_until:
             return
-        now = datetime.now(UTC)
         batch = Batch(len(messages), report.stored, report.duplicates, report.filtered)
         errors = {rejection.index: str(rejection.error) for rejection in report.rejected}
         for index, message in enumerate(messages):
             self._seq += 1
             error = errors.get(index)
             kept = message if error is None else _preview(message)
-            self._seen.append(Seen(self._seq, now, kept, error, batch))
+            # Ingest's arrival time, so that the view works out what ingest stored.
+            self._seen.append(Seen(self._seq, report.received_at, kept, error, batch))
 
     def after(self, seq: int) -> list[Seen]:
         """The messages recorded after ``seq``, oldest first; all of them for a ``seq`` this

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from accoil_buffer import IngestReport, InvalidMessage, Rejection
 from accoil_buffer.console.live import PREVIEW_CHARS, WATCH_SECONDS, Ring
+
+NOW = datetime(2026, 12, 7, 23, 59, 59, 999000, tzinfo=UTC)
 
 
 class Clock:
@@ -17,7 +20,7 @@ class Clock:
 
 
 def stored(n: int) -> IngestReport:
-    return IngestReport(stored=n, duplicates=0, filtered=0, rejected=())
+    return IngestReport(stored=n, duplicates=0, filtered=0, rejected=(), received_at=NOW)
 
 
 def track(i: int) -> dict[str, object]:
@@ -56,7 +59,9 @@ def test_a_rejected_message_is_kept_as_a_short_preview_without_its_write_key() -
     ring.watch()
     huge = {"type": "track", "writeKey": "wk-secret", "properties": {"x": "." * 100_000}}
     rejection = Rejection(1, InvalidMessage("message", "is too large"))
-    report = IngestReport(stored=1, duplicates=0, filtered=0, rejected=(rejection,))
+    report = IngestReport(
+        stored=1, duplicates=0, filtered=0, rejected=(rejection,), received_at=NOW
+    )
     ring.record([track(1), huge], report)
     accepted, rejected = ring.after(0)
     assert accepted.error is None
@@ -75,7 +80,7 @@ def test_a_preview_of_what_is_not_json_says_so() -> None:
     for _ in range(5000):
         nested = [nested]
     rejection = Rejection(0, InvalidMessage("message", "is too deep"))
-    ring.record([nested], IngestReport(0, 0, 0, (rejection,)))
+    ring.record([nested], IngestReport(0, 0, 0, (rejection,), NOW))
     (seen,) = ring.after(0)
     assert seen.message == "(a list that is not JSON)"
     json.dumps(seen.message)
@@ -86,8 +91,21 @@ def test_a_message_rejected_for_a_lone_surrogate_previews_as_text_a_page_can_be_
     ring.watch()
     broken = {"type": "track", "properties": {"x": "\ud800"}}
     rejection = Rejection(0, InvalidMessage("message.properties.x", "lone surrogate"))
-    ring.record([broken], IngestReport(stored=0, duplicates=0, filtered=0, rejected=(rejection,)))
+    ring.record(
+        [broken],
+        IngestReport(stored=0, duplicates=0, filtered=0, rejected=(rejection,), received_at=NOW),
+    )
     (seen,) = ring.after(0)
     assert isinstance(seen.message, str)
     seen.message.encode()  # UTF-8, as the page is sent: a lone surrogate would raise here
     assert "\\ud800" in seen.message
+
+
+def test_a_message_is_shown_as_received_when_ingest_received_it() -> None:
+    # Not when the ring was told, later: a message received just before midnight UTC would
+    # otherwise be shown in the next day's count row.
+    clock = Clock()
+    ring = Ring(size=10, monotonic=clock)
+    ring.watch()
+    ring.record([track(1)], stored(1))
+    assert [seen.received_at for seen in ring.after(0)] == [NOW]
