@@ -12,7 +12,8 @@ from starlette.responses import JSONResponse
 from accoil_buffer.middleware import error
 
 # A client has this long to send a request's body once its headers arrived: a connection
-# that never finishes it is answered 408 instead of held forever.
+# that never finishes it is answered 503 instead of held forever (not 408, which several
+# Segment libraries take as a refusal and drop the batch; every one retries a 503).
 BODY_TIMEOUT_SECONDS = 30.0
 
 
@@ -43,7 +44,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                 chunks.append(chunk)
     except TimeoutError as exc:
         raise Refusal(
-            408, "timeout", f"the body did not arrive within {BODY_TIMEOUT_SECONDS:.0f} s"
+            503, "timeout", f"the body did not arrive within {BODY_TIMEOUT_SECONDS:.0f} s; retry"
         ) from exc
     except ClientDisconnect as exc:  # nobody hears the answer; it is counted as a 400, not a 500
         raise Refusal(400, "incomplete_body", "the client left before its body arrived") from exc

@@ -38,6 +38,9 @@ DESTINATION_NAME = "Accoil Analytics"
 TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 EVENT_KINDS = ("track", "page", "screen")
 MAX_MESSAGE_BYTES = 32 * 1024
+# A batch's sentAt and context are merged into each of its messages before one is measured;
+# libraries hold a message to 32 KB before that, so what they share may add this much.
+_SHARED_BYTES = 8 * 1024
 MAX_ID_LENGTH = 255
 _MAX_ID_BITS = 850  # an integer id of this many bits has about MAX_ID_LENGTH digits
 # A Unix time above this is taken as milliseconds: 1e11 seconds is the year 5138.
@@ -153,9 +156,11 @@ def _normalise(raw: object, arrival: Arrival) -> Message:
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidMessage("message", f"must be a JSON object, got {json_type(raw)}")
     cleaned, size = _storable_copy(raw)
-    if size > MAX_MESSAGE_BYTES:
+    if size > MAX_MESSAGE_BYTES + _SHARED_BYTES:
         raise InvalidMessage(
-            "message", f"is {size} bytes; the limit is {MAX_MESSAGE_BYTES} (32 KB)"
+            "message",
+            f"is {size} bytes with what its batch shares with it; the limit is "
+            f"{MAX_MESSAGE_BYTES + _SHARED_BYTES} (32 KB, and 8 KB for a batch's context)",
         )
 
     kind = cleaned.get("type")
@@ -178,8 +183,11 @@ def _normalise(raw: object, arrival: Arrival) -> Message:
 
     name = _name(cleaned, kind)
     for obj in ("traits", "properties", "context", "integrations"):
-        if cleaned.get(obj) is not None and not isinstance(cleaned[obj], dict):
-            raise InvalidMessage(obj, f"must be an object, got {json_type(cleaned[obj])}")
+        value = cleaned.get(obj)
+        if value == []:  # PHP's json_encode writes an empty object as an empty array
+            cleaned[obj] = {}
+        elif value is not None and not isinstance(value, dict):
+            raise InvalidMessage(obj, f"must be an object, got {json_type(value)}")
 
     notes: list[Reason] = []
     received_at = arrival.at

@@ -94,13 +94,13 @@ def statuses_counted(sidecar: Sidecar) -> set[str]:
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_a_body_that_stops_arriving_is_answered_408(
+def test_a_body_that_stops_arriving_is_answered_503_which_every_library_retries(
     sidecar: Sidecar, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(bodies, "BODY_TIMEOUT_SECONDS", 0.2)
     status, document = answer(asyncio.run(post_part_of_a_body(sidecar, path, "hang")))
-    assert (status, document["code"]) == (408, "timeout")
-    assert statuses_counted(sidecar) == {"408"}
+    assert (status, document["code"]) == (503, "timeout")
+    assert statuses_counted(sidecar) == {"503"}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -263,3 +263,24 @@ def answer_to(connection: socket.socket) -> tuple[int, str | None, bytes]:
     response = http.client.HTTPResponse(connection)
     response.begin()
     return response.status, response.getheader("connection"), response.read()
+
+
+def test_a_batch_a_little_over_500_kb_is_stored(sidecar: Sidecar, buffer: Buffer) -> None:
+    # analytics-react-native, -ruby and Analytics.NET close a batch at 500 KB of messages,
+    # then add the commas and the envelope, and drop the whole batch on a 400.
+    batch = [
+        {"type": "track", "userId": f"u{i}", "event": "E", "properties": {"p": "x" * 450}}
+        for i in range(1000)
+    ]
+    body = json.dumps({"batch": batch, "sentAt": "2026-12-07T12:00:00Z", "writeKey": "k"})
+    assert len(body) > 512_000
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=sidecar.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.post("/v1/batch", content=body)
+
+    answer = asyncio.run(post())
+    assert (answer.status_code, answer.json()) == (200, {"success": True})
+    buffer.flush()
+    assert buffer.status()["pending"]["occurrences"] == 1000
