@@ -46,6 +46,8 @@ class ServerConfig:
     write_keys: tuple[str, ...] = field(default=(), repr=False)
     cors_origins: tuple[str, ...] = ()  # web pages that may send; none by default
     public_url: str = ""  # how browsers reach the daemon behind a proxy; "": as requested
+    tls_certfile: str = ""  # with tls_keyfile: HTTPS, which Segment's mobile libraries need
+    tls_keyfile: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class Config:
                 raise ConfigError(f"{name} must be one of {', '.join(get_args(choices))}")
         if not 0 < self.server.port < 65536:
             raise ConfigError("server.port must be between 1 and 65535")
+        if bool(self.server.tls_certfile) != bool(self.server.tls_keyfile):
+            raise ConfigError("server.tls_certfile and server.tls_keyfile go together: set both")
 
 
 def load_config(
@@ -139,8 +143,12 @@ def load_config(
     if path:
         path = Path(path)
         values.update(_flatten(_read_toml(path)))
+        folder = path.absolute().parent
         if "database_url" in values:
-            values["database_url"] = _beside(path.absolute().parent, values["database_url"])
+            values["database_url"] = _beside(folder, values["database_url"])
+        for key in ("server.tls_certfile", "server.tls_keyfile"):
+            if isinstance(values.get(key), str) and values[key]:
+                values[key] = str(folder / values[key])  # beside the file, as database_url
     values.update(_from_environment(environ))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return _build(values)

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -86,6 +87,24 @@ def check_exposure(server: ServerConfig) -> None:
         )
 
 
+def check_tls(server: ServerConfig) -> None:
+    """Load the certificate and key before anything starts, so that a wrong path or a key
+    that does not match the certificate is one line, not a traceback once serving."""
+    if not server.tls_certfile:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            server.tls_certfile, server.tls_keyfile
+        )
+    except ssl.SSLError as exc:  # the reason only: never anything read from the key
+        raise ConfigError(
+            f"server.tls_certfile and server.tls_keyfile are not a certificate and its key "
+            f"({exc.reason or 'unreadable'})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"server TLS files cannot be read: {exc.strerror}") from None
+
+
 def listen(server: ServerConfig) -> socket.socket:
     """Bind the port before anything is announced, so a busy port is the only message."""
     family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
@@ -102,9 +121,10 @@ def listen(server: ServerConfig) -> socket.socket:
     return sock
 
 
-def http_server(app: ASGIApp, metrics: Metrics) -> uvicorn.Server:
-    """uvicorn serving ``app`` with the sidecar's timeouts and connection bound; the answers
-    given outside ``app`` (the 503s here, a 400 to what is not HTTP) are counted too."""
+def http_server(app: ASGIApp, metrics: Metrics, config: ServerConfig) -> uvicorn.Server:
+    """uvicorn serving ``app`` with the sidecar's timeouts and connection bound, over TLS with
+    ``config``'s certificate if it has one; the answers given outside ``app`` (the 503s here, a
+    400 to what is not HTTP) are counted too."""
 
     def crowded() -> bool:
         state = server.server_state
@@ -126,6 +146,8 @@ def http_server(app: ASGIApp, metrics: Metrics) -> uvicorn.Server:
             lifespan="off",
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            ssl_certfile=config.tls_certfile or None,
+            ssl_keyfile=config.tls_keyfile or None,
         )
     )
     return server

@@ -36,6 +36,7 @@ from accoil_buffer.json_values import Plain, decode
 from accoil_buffer.listener import (
     TrustedHosts,
     check_exposure,
+    check_tls,
     http_server,
     listen,
     run_until_signalled,
@@ -294,6 +295,7 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
     running delivery pass end its in-flight requests, close the database. Raises
     ``ListenError`` when the port cannot be bound, before anything else starts."""
     check_exposure(config.server)
+    check_tls(config.server)
     sock = listen(config.server)
     try:
         buffer = Buffer(config=config, start=True)
@@ -303,10 +305,11 @@ def serve(config: Config, *, announce: Callable[[str], None] = log.warning) -> N
     try:
         sidecar = Sidecar(buffer, config.server)
         delivery = buffer.status_report().delivery
-        server = http_server(sidecar.app, sidecar.metrics)
+        server = http_server(sidecar.app, sidecar.metrics, config.server)
+        scheme = "https" if config.server.tls_certfile else "http"
         announce(
-            f"accoil-buffer listening on http://{_url_host(config.server.host)}:{config.server.port}"
-            + (" (write keys required)" if config.server.write_keys else "")
+            f"accoil-buffer listening on {scheme}://{_url_host(config.server.host)}:"
+            f"{config.server.port}" + (" (write keys required)" if config.server.write_keys else "")
         )
         if "*" in config.server.cors_origins:
             announce(

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 from segment.analytics.client import Client as SegmentClient
 
 from accoil_buffer import Buffer
@@ -42,9 +44,11 @@ class Daemon:
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
         port: int | None = None,
+        verify: ssl.SSLContext | None = None,  # served over TLS, to a client trusting this
     ) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if verify else 'http'}://127.0.0.1:{self.port}"
+        self.verify: ssl.SSLContext | bool = verify or True
         environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
         environment.update(
             {
@@ -67,7 +71,7 @@ class Daemon:
             if self.process.poll() is not None:
                 raise AssertionError(self.process.communicate()[1].decode())
             try:
-                if httpx.get(self.url + "/health").status_code == 200:
+                if httpx.get(self.url + "/health", verify=self.verify).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.05)
@@ -465,3 +469,59 @@ def test_sigterm_while_a_client_sends_keeps_every_acknowledged_message(database_
     with Buffer(database_url, start=False) as buf:
         buf.flush()
     assert sum(tables.counts(database_url).values()) == sum(acknowledged)
+
+
+def test_over_tls_as_segments_mobile_libraries_need(tmp_path: Path) -> None:
+    # analytics-swift, -kotlin, -android, -ios and Analytics-CSharp always send to https://.
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(certfile))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    url = f"sqlite:///{tmp_path / 'tls.db'}"
+    env = {"ACCOIL_BUFFER_SERVER_TLS_CERTFILE": str(certfile)}
+    half = Daemon(url, env=env)
+    assert half.process.wait(timeout=30) == 2
+    assert (
+        "tls_certfile and server.tls_keyfile go together" in half.process.communicate()[1].decode()
+    )
+    daemon = Daemon(
+        url, env={**env, "ACCOIL_BUFFER_SERVER_TLS_KEYFILE": str(keyfile)}, verify=trusting
+    )
+    try:
+        daemon.wait_ready()
+        batch = {
+            "batch": [{"type": "track", "userId": "u1", "event": "Signed In"}],
+            "writeKey": "k",
+        }
+        answer = httpx.post(daemon.url + "/v1/batch", json=batch, verify=trusting)
+        with pytest.raises(httpx.TransportError):
+            httpx.post(f"http://127.0.0.1:{daemon.port}/v1/batch", json=batch)  # not in clear
+    finally:
+        status, stderr = daemon.stop()
+    assert status == 0, stderr
+    assert f"listening on https://127.0.0.1:{daemon.port}" in stderr
+    assert (answer.status_code, answer.json()) == (200, {"success": True})
+    with Buffer(url, start=False) as buffer:
+        buffer.flush()
+    assert [(user, name) for (_, user, _, name) in tables.counts(url)] == [("u1", "Signed In")]
+
+
+def test_a_key_that_is_not_the_certificates_stops_serve_in_one_line(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "other-key.pem"
+    ca.issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(str(certfile))
+    ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(keyfile))
+    env = {
+        "ACCOIL_BUFFER_SERVER_TLS_CERTFILE": str(certfile),
+        "ACCOIL_BUFFER_SERVER_TLS_KEYFILE": str(keyfile),
+    }
+    daemon = Daemon(f"sqlite:///{tmp_path / 'tls.db'}", env=env)
+    assert daemon.process.wait(timeout=30) == 2
+    stderr = daemon.process.communicate()[1].decode()
+    assert stderr.startswith("Error: server.tls_certfile and server.tls_keyfile are not a")
+    assert "Traceback" not in stderr
+    assert keyfile.read_text().splitlines()[1] not in stderr
+    assert not (tmp_path / "tls.db").exists()  # refused before the database was opened

@@ -115,7 +115,7 @@ def test_a_client_that_leaves_mid_body_is_not_counted_as_a_defect(
 @contextmanager
 def served(sidecar: Sidecar) -> Iterator[tuple[str, int]]:
     """The sidecar served by uvicorn as ``serve`` does, on a free loopback port."""
-    server = listener.http_server(sidecar.app, sidecar.metrics)
+    server = listener.http_server(sidecar.app, sidecar.metrics, ServerConfig())
     sock = listener.listen(ServerConfig(port=free_port()))
     serving = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
     serving.start()
