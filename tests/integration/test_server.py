@@ -28,6 +28,7 @@ from accoil_buffer import Buffer
 from tests.support import tables
 from tests.support.fake_accoil import FakeAccoil
 from tests.support.paths import ROOT_DIR
+from tests.support.processes import wait_listening
 
 
 def free_port() -> int:
@@ -369,15 +370,7 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(tmp_path: Path) 
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                assert process.poll() is None
-                time.sleep(0.05)
+        wait_listening(process, port)
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
         for connection in slow:
             connection.sendall(b"POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Le")

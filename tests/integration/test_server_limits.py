@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,7 @@ from accoil_buffer.server import STORED_AT_ONCE, Sidecar
 from tests.integration.test_server import free_port
 from tests.support import tables
 from tests.support.paths import ROOT_DIR
+from tests.support.processes import wait_listening
 
 PATHS = ["/v1/batch", "/v1/track", "/console/api/dead-letters/replay"]
 # `accoil-buffer serve` with a shutdown grace of 1 s rather than 10, to reach its end quickly.
@@ -226,18 +226,6 @@ def test_a_body_still_arriving_when_the_shutdown_grace_ends_is_answered_503_in_j
 
 def batch_of(user: str) -> bytes:
     return json.dumps({"batch": [{"type": "track", "userId": user, "event": "E"}]}).encode()
-
-
-def wait_listening(daemon: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health")
-            return
-        except httpx.TransportError:
-            assert time.monotonic() < deadline
-            assert daemon.poll() is None
-            time.sleep(0.05)
 
 
 def being_read(port: int, part: bytes, declared: int) -> socket.socket:

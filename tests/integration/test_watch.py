@@ -17,6 +17,7 @@ from accoil_buffer import Buffer
 from accoil_buffer.console.overview import overview
 from accoil_buffer.reports import Health
 from accoil_buffer.watch import render
+from tests.integration.test_cli import run
 from tests.support.fake_accoil import FakeAccoil, Reply
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -88,16 +89,8 @@ def test_status_watch_with_json_is_a_usage_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'watch.db'}"
     with Buffer(url, start=False) as buffer:
         buffer.track("u1", "Signed Up")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("ACCOIL_")}
-    command = ["status", "--watch", "--json", "--database-url", url]
-    result = subprocess.run(  # a watch that ignored --json would run until this times out
-        [sys.executable, "-m", "accoil_buffer", *command],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    # A watch that ignored --json would run until run()'s timeout.
+    result = run("status", "--watch", "--json", "--database-url", url)
     assert result.returncode == 2
     assert result.stderr.endswith("Error: --watch and --json cannot be used together\n")
     assert result.stdout == ""
