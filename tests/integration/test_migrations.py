@@ -152,18 +152,23 @@ def _downgrade(database: Database, revision: str) -> None:
         command.downgrade(_alembic_config(conn), revision)
 
 
+def _run(database: Database, *statements: str) -> None:
+    """Rows written as an older version would have, in one transaction."""
+    with database.engine.begin() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+
+
 def test_0011_counts_rows_written_before_once_and_refuses_to_lose_shared_ones(
     empty_database_url: str,
 ) -> None:
     database = Database.open(Config(database_url=empty_database_url))
     upgrade(database, "0010")
-    with database.engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO accoil_outbox (type, user_id, name, timestamp, received_at) "
-                "VALUES ('track', 'u1', 'E', '2026-12-05 10:00:00', '2026-12-05 10:00:00')"
-            )
-        )
+    _run(
+        database,
+        "INSERT INTO accoil_outbox (type, user_id, name, timestamp, received_at) "
+        "VALUES ('track', 'u1', 'E', '2026-12-05 10:00:00', '2026-12-05 10:00:00')",
+    )
     upgrade(database)
     track = {"type": "track", "userId": "u1", "event": "E", "timestamp": "2026-12-05T11:00:00Z"}
     with Buffer(empty_database_url, start=False) as buf:
@@ -181,28 +186,20 @@ def test_downgrades_refuse_to_drop_posts_waiting_or_dead_letters_kept(
 ) -> None:
     database = Database.open(Config(database_url=empty_database_url))
     upgrade(database, "0003")
-    with database.engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO accoil_outbox_posts (message_id, type, payload, received_at) "
-                "VALUES ('p1', 'track', '{}', '2026-12-05 10:00:00')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO accoil_dead_letters (message_id, type, payload, status, created_at) "
-                "VALUES ('d1', 'track', '{}', 400, '2026-12-05 10:00:00')"
-            )
-        )
+    _run(
+        database,
+        "INSERT INTO accoil_outbox_posts (message_id, type, payload, received_at) "
+        "VALUES ('p1', 'track', '{}', '2026-12-05 10:00:00')",
+        "INSERT INTO accoil_dead_letters (message_id, type, payload, status, created_at) "
+        "VALUES ('d1', 'track', '{}', 400, '2026-12-05 10:00:00')",
+    )
     with pytest.raises(RuntimeError, match="1 posts wait to be sent"):
         _downgrade(database, "0002")
-    with database.engine.begin() as conn:
-        conn.execute(text("DELETE FROM accoil_outbox_posts"))
+    _run(database, "DELETE FROM accoil_outbox_posts")
     _downgrade(database, "0002")
     with pytest.raises(RuntimeError, match="1 dead letters are kept"):
         _downgrade(database, "0001")
-    with database.engine.begin() as conn:
-        conn.execute(text("UPDATE accoil_dead_letters SET replayed_at = created_at"))
+    _run(database, "UPDATE accoil_dead_letters SET replayed_at = created_at")
     _downgrade(database, "0001")
     with database.engine.connect() as conn:
         assert current_revision(conn) == "0001"
