@@ -19,6 +19,7 @@ from the values its fields resolved to.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,7 @@ import msgspec
 from msgspec.structs import replace
 
 from accoil_buffer.errors import ConfigError, InvalidMessage
+from accoil_buffer.json_values import clean
 from accoil_buffer.mapping_fields import BUILDERS, GROUP_TRAITS, IDENTIFY_TRAITS
 from accoil_buffer.messages import TYPES, Message
 from accoil_buffer.reasons import Reason, mapping_reason
@@ -38,6 +40,7 @@ from accoil_buffer.triggers import Predicate, canonical, compile_trigger, resolv
 MAX_MAPPINGS = 50  # Segment's limit per destination instance
 MAX_NAME_LENGTH = 55  # "mapping:<name>" must fit accoil_drops.reason
 POST = "post"
+log = logging.getLogger(__name__)
 
 
 def _defaults(*names: str, traits: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
@@ -78,7 +81,8 @@ def default_trigger(action: str) -> str:
 
 @dataclass(frozen=True)
 class Mapping:
-    """One mapping as configured. ``fields`` holds the fields given, as (name, source) pairs."""
+    """One mapping as configured. ``fields`` holds the fields given, as (name, source) pairs;
+    ``Mappings.load`` makes each literal a JSON value, as a message's own values are."""
 
     name: str
     action: str
@@ -141,6 +145,8 @@ class Mappings:
     # of each type matches: its type alone decides, and testing each trigger in turn was
     # most of the time routing took.
     _plain_by_type: dict[str, tuple[str, ...]] | None = field(init=False, compare=False, repr=False)
+    # The mappings that have failed on a message, so that each is logged once, not per message.
+    _failed: set[str] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Every mapping is compiled, disabled ones too, so a mistake fails at startup.
@@ -153,6 +159,7 @@ class Mappings:
                 kind: tuple(c.name for c in enabled if c.action == kind) for kind in TYPES
             }
         object.__setattr__(self, "_plain_by_type", plain_by_type)
+        object.__setattr__(self, "_failed", set())
 
     @classmethod
     def load(cls, entries: object) -> Mappings:
@@ -180,7 +187,29 @@ class Mappings:
         if self._plain_by_type is not None:
             return [Outcome(name, message) for name in self._plain_by_type[message.type]]
         payload = message.payload
-        return [_apply(c, message) for c in self._compiled if c.matches(payload)]
+        outcomes = []
+        for mapping in self._compiled:
+            try:
+                if mapping.matches(payload):
+                    outcomes.append(_apply(mapping, message))
+            except Exception as exc:  # a last line: the configuration's mistakes fail at load
+                outcomes.append(self._failed_on(mapping, exc))
+        return outcomes
+
+    def _failed_on(self, mapping: _Compiled, exc: Exception) -> Outcome:
+        """The drop of a message ``mapping`` failed on, whatever the reason: one message's
+        data must never fail the writer's batch, and so every message after it."""
+        if mapping.name not in self._failed:
+            self._failed.add(mapping.name)
+            # The error's type only: its text may quote the message's values.
+            log.error(
+                "mapping %r failed on a message (%s); each message it fails on is dropped "
+                "and counted as %s",
+                mapping.name,
+                type(exc).__name__,
+                mapping_reason(mapping.name),
+            )
+        return Outcome(mapping.name, problem=f"the mapping failed ({type(exc).__name__})")
 
     def route(self, messages: Iterable[Message]) -> Routed:
         """Turn accepted messages into outbox rows and posts, counting drops by reason."""
@@ -240,7 +269,7 @@ def _links(row: Message) -> bool:
 # --- Configuration -----------------------------------------------------------------------------
 
 _KEYS = frozenset({"name", "action", "trigger", "fields", "enabled"})
-_PATH_STEP = re.compile(r'\.([^.\[\]"]+)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+_PATH_STEP = re.compile(r'\.([^.\[\]"]+)|\[([0-9]+)\]|\[("(?:[^"\\]|\\.)*")\]')
 
 
 def _parse(index: int, entry: object) -> Mapping:
@@ -282,7 +311,11 @@ def _parse(index: int, entry: object) -> Mapping:
     enabled = entry.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}: enabled must be true or false")
-    return Mapping(name, action, trigger, tuple(sorted(given.items())), enabled)
+    try:  # a TOML date becomes its ISO 8601 text; what no message may hold is refused
+        fields = tuple(sorted((key, clean(value, ("fields", key))) for key, value in given.items()))
+    except InvalidMessage as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return Mapping(name, action, trigger, fields, enabled)
 
 
 def parse_path(text: str, where: str) -> tuple[str, ...]:
@@ -297,7 +330,13 @@ def parse_path(text: str, where: str) -> tuple[str, ...]:
                 f"(problem at position {position + 1})"
             )
         dotted, index, quoted = step.groups()
-        keys.append(dotted or index or json.loads(quoted))
+        try:
+            keys.append(dotted or index or json.loads(quoted))
+        except json.JSONDecodeError as exc:  # a bad escape: ["\x"]
+            raise ConfigError(
+                f"{where}: {text!r} has a key that is not a JSON string ({exc.msg} at position "
+                f"{position + 2 + exc.pos})"
+            ) from None
         position = step.end()
     return tuple(keys)
 
@@ -310,18 +349,14 @@ def _compile(mapping: Mapping) -> _Compiled:
             sources[name] = _Source(parse_path(value, f"{where}: fields.{name}"))
         else:
             sources[name] = _Source(None, value)
+    # Compiled before canonical reads it, so that a mistake's error names the mapping.
+    matches = compile_trigger(mapping.trigger, where=f"{where}: trigger")
     plain = (
         mapping.action != POST
         and not mapping.fields
         and canonical(mapping.trigger) == canonical(default_trigger(mapping.action))
     )
-    return _Compiled(
-        mapping.name,
-        mapping.action,
-        compile_trigger(mapping.trigger, where=f"{where}: trigger"),
-        sources,
-        plain,
-    )
+    return _Compiled(mapping.name, mapping.action, matches, sources, plain)
 
 
 # --- Applying one mapping ----------------------------------------------------------------------

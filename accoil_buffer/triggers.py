@@ -6,15 +6,18 @@
     condition  := path "exists"
                 | path ("=" | "!=" | "<" | "<=" | ">" | ">=") value
                 | path ("contains" | "starts_with" | "ends_with") value
-    path       := segment ("." segment)*     segment: a name, or `any key` in backquotes
+    path       := segment ("." segment)*     segment: a name, digits, or `any key` in backquotes
     value      := "a JSON string" | number | true | false | null
 
 Paths start at the top of the normalised message (``type``, ``event``, ``properties.plan``,
-``traits.email``, ``context.app.name``). A path the message lacks is never ``=`` anything and
-always ``!=``. ``exists`` means present and not null. ``<`` and friends compare numbers only.
+``traits.email``, ``context.app.name``). A segment of ASCII digits (18 at most) indexes a list
+as well as naming a key; any other segment (``²``, say) is only a key, so on a list it finds
+nothing. A path the message lacks is never ``=`` anything and always ``!=``. ``exists`` means
+present and not null. ``<`` and friends compare numbers only.
 ``contains`` is a substring test on a string and a membership test on a list. Keywords are
 case-insensitive. Expressions are compiled once, when the configuration loads; a mistake
-raises ``TriggerError`` with the position, so it fails at startup and not per message.
+(nesting past ``MAX_NESTING`` included) raises ``TriggerError`` with the position, so it fails
+at startup and not per message.
 """
 
 from __future__ import annotations
@@ -31,12 +34,17 @@ from accoil_buffer.errors import TriggerError
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 MISSING: Any = object()
+# Far more 'not's and parentheses around one condition than any trigger needs, and few enough
+# that parsing them stays well inside Python's recursion limit.
+MAX_NESTING = 32
+# No list holds 10**18 elements; int() refuses a step of more than 4300 digits outright.
+_MAX_INDEX_DIGITS = 18
 
 _TOKEN = re.compile(
     r"""
     (?P<space>\s+)
     | (?P<string>"(?:[^"\\\x00-\x1f]|\\.)*")
-    | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
+    | (?P<number>-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)
     | (?P<op>==|!=|<=|>=|=|<|>)
     | (?P<paren>[()])
     | (?P<dot>\.)
@@ -81,11 +89,17 @@ def resolve(message: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     for key in path:
         if isinstance(value, Mapping):
             value = value.get(key, MISSING)
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+        elif isinstance(value, list) and _is_index(key) and int(key) < len(value):
             value = value[int(key)]
         else:
             return MISSING
     return value
+
+
+def _is_index(key: str) -> bool:
+    """Whether a path step indexes a list: ASCII digits only, since ``str.isdigit`` also
+    accepts ``²``, which ``int`` refuses, and few enough for ``int`` to read."""
+    return len(key) <= _MAX_INDEX_DIGITS and key.isascii() and key.isdigit()
 
 
 def _tokens(text: str, where: str = "trigger") -> list[_Token]:
@@ -115,6 +129,7 @@ class _Parser:
         self._text, self._where = text, where
         self._tokens = _tokens(text, where)
         self._index = 0
+        self._depth = 0  # 'not's and parentheses around the factor being parsed
 
     def parse(self) -> Predicate:
         if self._peek().kind == "end":
@@ -163,17 +178,28 @@ class _Parser:
     def _factor(self) -> Predicate:
         token = self._peek()
         if token.keyword == "not":
-            self._next()
+            self._enter(token)
             inner = self._factor()
+            self._depth -= 1
             return lambda message: not inner(message)
         if token.text == "(":
-            self._next()
+            self._enter(token)
             inner = self._expression()
             if self._peek().text != ")":
                 raise self._error(self._peek(), f"expected ')', got {self._shown()}")
             self._next()
+            self._depth -= 1
             return inner
         return self._condition()
+
+    def _enter(self, token: _Token) -> None:
+        """Step past a 'not' or '(', refusing nesting deep enough to exhaust Python's stack."""
+        if self._depth == MAX_NESTING:
+            raise self._error(
+                token, f"more than {MAX_NESTING} 'not's and parentheses are nested here"
+            )
+        self._depth += 1
+        self._next()
 
     def _condition(self) -> Predicate:
         path = self._path()
@@ -222,10 +248,15 @@ class _Parser:
 
     def _value(self, after: _Token) -> Any:
         token = self._next()
-        if token.kind == "string":
-            return json.loads(token.text)
-        if token.kind == "number":
-            return json.loads(token.text)
+        if token.kind in ("string", "number"):
+            try:
+                return json.loads(token.text)
+            except json.JSONDecodeError as exc:  # a bad escape ("\x"), or a leading zero
+                raise TriggerError(
+                    self._text, token.position + exc.pos, f"not valid JSON: {exc.msg}", self._where
+                ) from None
+            except ValueError:  # more digits than int reads
+                raise self._error(token, "the number has too many digits") from None
         if token.keyword in _CONSTANTS:
             return _CONSTANTS[token.keyword]
         shown = "the end" if token.kind == "end" else repr(token.text)

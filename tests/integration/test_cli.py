@@ -551,3 +551,34 @@ def test_a_postgresql_url_without_psycopg_names_the_extra(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "pip install 'accoil-buffer[postgres]'" in result.stderr
+
+
+def test_mappings_commands_show_a_toml_date_as_the_text_the_daemon_sends(tmp_path: Path) -> None:
+    """A TOML date is not JSON: ``mappings list`` and ``mappings test`` crashed on one that the
+    daemon sends as its ISO 8601 text."""
+    config = tmp_path / "dates.toml"
+    config.write_text(
+        '[[mappings]]\nname = "Identify Calls"\naction = "identify"\n'
+        "fields = { accountStatus = 2024-01-01 }\n"
+    )
+    sample = b'{"type": "identify", "userId": "u1", "traits": {"email": "a@b.c"}}\n'
+    listed = run("mappings", "list", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1:] == ['  accountStatus = "2024-01-01"']
+    as_json = run("mappings", "list", "--json", "--config", str(config))
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)[0]["fields"] == {"accountStatus": "2024-01-01"}
+    tested = run("mappings", "test", "--json", "--config", str(config), "-", stdin=sample)
+    assert tested.returncode == 0, tested.stderr
+    (match,) = json.loads(tested.stdout)["matches"]
+    assert match["body"]["traits"] == {"email": "a@b.c", "accountStatus": "2024-01-01"}
+    # Exactly what the daemon sends.
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with running() as fake:
+        env = {"ACCOIL_API_KEY": "k", "ACCOIL_BUFFER_ENDPOINT": fake.url}
+        imported = run("import", "-", "--config", str(config), "--database-url", url, stdin=sample)
+        assert imported.returncode == 0, imported.stderr
+        flushed = run("flush", "--config", str(config), "--database-url", url, env=env)
+        assert flushed.returncode == 0, flushed.stderr
+        (sent,) = fake.accepted()
+    assert sent["traits"] == match["body"]["traits"]

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accoil_buffer import Buffer
+from accoil_buffer.mapping_fields import BUILDERS
 from accoil_buffer.mappings import ACTIONS, Mappings, Outcome, identity_link
 from accoil_buffer.messages import Message, normalise
 from accoil_buffer.reasons import Reason
@@ -253,3 +254,58 @@ def fresh_database(
 
 def mappings_link(message: Message, outcomes: list[Outcome]) -> Message | None:
     return identity_link(message, [o.action for o in outcomes if o.action is not None])
+
+
+# --- One message's bad data never loses the others --------------------------------------------
+
+ODD_PATHS: list[dict[str, Any]] = [
+    {"name": "Odd", "action": "track", "fields": {"event": "$.properties.items.²"}},
+    {"name": "Odd trigger", "action": "page", "trigger": "properties.items.`²` exists"},
+    {"name": "Track Calls", "action": "track"},
+]
+
+
+def record_after_a_bad_one(buf: Buffer) -> None:
+    """A message with a list, then ordinary ones, committed together by the group writer; a
+    writer stuck on the batch fails the flush instead of hanging the test."""
+    buf.track("u1", "Listed", {"items": ["a", "b"]})
+    for user in ("u2", "u3"):
+        buf.track(user, "Ordinary")
+    assert buf.flush(timeout=10).ok
+
+
+def test_a_path_step_that_is_not_an_index_loses_no_message(
+    database_url: str, fake: FakeAccoil, clock: Clock
+) -> None:
+    """``²`` passes ``str.isdigit`` but not ``int``: meeting a list, it raised in the group
+    writer, which retried the batch forever, and no message after it was stored."""
+    with open_buffer(database_url, fake, clock, mappings=ODD_PATHS, close_timeout_seconds=5) as buf:
+        record_after_a_bad_one(buf)
+    assert occurrences(fake.accepted()) == {
+        (DAY, "u1", "track", "Listed"): 1,
+        (DAY, "u2", "track", "Ordinary"): 1,
+        (DAY, "u3", "track", "Ordinary"): 1,
+    }
+    assert tables.drops(database_url) == {"mapping:Odd": 3}  # a key a list lacks: no event
+
+
+def test_a_mapping_that_fails_on_one_message_loses_no_other(
+    database_url: str, fake: FakeAccoil, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line: whatever a mapping raises for one message drops that message alone."""
+    build_track = BUILDERS["track"]
+
+    def fails_on_lists(message: Message, values: dict[str, Any]) -> Message:
+        if "items" in message.payload.get("properties", {}):
+            raise RuntimeError("a mistake not found at load")
+        return build_track(message, values)
+
+    monkeypatch.setitem(BUILDERS, "track", fails_on_lists)
+    tracks = [{"name": "Tracks", "action": "track", "fields": {"timestamp": "$.timestamp"}}]
+    with open_buffer(database_url, fake, clock, mappings=tracks, close_timeout_seconds=5) as buf:
+        record_after_a_bad_one(buf)
+    assert occurrences(fake.accepted()) == {
+        (DAY, "u2", "track", "Ordinary"): 1,
+        (DAY, "u3", "track", "Ordinary"): 1,
+    }
+    assert tables.drops(database_url) == {"mapping:Tracks": 1}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 
-from accoil_buffer import Config, ConfigError, load_config
+from accoil_buffer import Config, ConfigError, load_config, mapping_fields
 from accoil_buffer.mappings import PRESETS, Mappings, Routed
 from accoil_buffer.messages import Message, normalise
 from accoil_buffer.reasons import Reason
@@ -353,6 +354,39 @@ def mapping_list(n: int) -> list[dict[str, Any]]:
             "mapping 'A': trigger: expected a value after '='",
         ),
         ([{"name": "A", "action": "track", "enabled": "yes"}], "enabled must be true or false"),
+        (  # the mapping is named even when its trigger is read before it is compiled
+            [{"name": "A", "action": "track", "trigger": "type = 'track'"}],
+            "mapping 'A': trigger: text goes in double quotes at position 8",
+        ),
+        (
+            [{"name": "A", "action": "track", "trigger": 'event = "Report\\x"'}],
+            "mapping 'A': trigger: not valid JSON: Invalid \\escape at position 16",
+        ),
+        (
+            [{"name": "A", "action": "track", "trigger": "not " * 2000 + 'type = "track"'}],
+            "mapping 'A': trigger: more than 32 'not's and parentheses are nested here",
+        ),
+        (
+            [{"name": "A", "action": "track", "trigger": "(" * 2000 + "x = 1" + ")" * 2000}],
+            "mapping 'A': trigger: more than 32 'not's and parentheses are nested here",
+        ),
+        (
+            [{"name": "A", "action": "track", "fields": {"event": '$.a["\\x"]'}}],
+            "mapping 'A': fields.event: '$.a[\"\\\\x\"]' has a key that is not a JSON string "
+            "(Invalid \\escape at position 6)",
+        ),
+        (
+            [{"name": "A", "action": "track", "fields": {"event": "$.items[٣]"}}],
+            "fields.event: '$.items[٣]' is not a path",
+        ),
+        (
+            [{"name": "A", "action": "identify", "fields": {"role": time(9, 30)}}],
+            "mappings[0] ('A'): fields.role: has a value of type time that is not JSON",
+        ),
+        (
+            [{"name": "A", "action": "identify", "fields": {"traits": {"x": float("nan")}}}],
+            "mappings[0] ('A'): fields.traits.x: nan is not a JSON number",
+        ),
         ("track", "mappings must be a list of tables"),
     ],
 )
@@ -385,3 +419,85 @@ def test_action_names_as_segment_writes_them() -> None:
     mappings = Mappings.load([{"name": "Forward", "action": "Post to Accoil"}])
     assert mappings.mappings[0].action == "post"
     assert mappings.mappings[0].trigger == 'type = "track"'  # Segment's default for it
+
+
+def test_a_step_that_is_not_ascii_digits_is_a_key_and_never_an_index() -> None:
+    """``²`` passes ``str.isdigit`` but not ``int``: as an index it raised in the writer and
+    lost the batch. It is a key; a list has no keys, so the field resolves to nothing."""
+    mappings = Mappings.load(
+        [
+            {"name": "Odd", "action": "track", "fields": {"event": "$.properties.items.²"}},
+            {
+                "name": "Odd trigger",
+                "action": "track",
+                "trigger": "properties.items.`²` exists or properties.items." + "1" * 5000 + " = 1",
+            },
+            {"name": "First", "action": "track", "fields": {"event": "$.properties.items[0]"}},
+            {"name": "Keyed", "action": "track", "fields": {"event": '$.properties.keys["²"]'}},
+        ]
+    )
+    routed = route(
+        mappings,
+        {"type": "track", "event": "E", "userId": "u1", "properties": {"items": ["a", "b"]}},
+        {"type": "track", "event": "E", "userId": "u1", "properties": {"keys": {"²": "two"}}},
+    )
+    assert [r.name for r in routed.rows] == ["a", "two"]
+    assert routed.counts == {
+        "mapping:Odd": 2,  # event: is missing
+        "mapping:First": 1,
+        "mapping:Keyed": 1,
+    }
+
+
+def test_a_mapping_that_fails_on_a_message_drops_that_message_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A last line behind the configuration's checks: whatever a mapping raises for one
+    message is counted as its drop, and never reaches the writer to fail the batch."""
+    build_track = mapping_fields.BUILDERS["track"]
+
+    def fails_on_secrets(message: Message, values: dict[str, Any]) -> Message:
+        if values["event"] == "secret-value":
+            raise KeyError(values["event"])
+        return build_track(message, values)
+
+    monkeypatch.setitem(mapping_fields.BUILDERS, "track", fails_on_secrets)
+    mappings = Mappings.load(
+        [
+            {"name": "Custom", "action": "track", "fields": {"timestamp": "$.timestamp"}},
+            {"name": "Page Calls", "action": "page"},
+        ]
+    )
+    raws = [
+        {"type": "track", "event": name, "userId": "u1"}
+        for name in ("before", "secret-value", "secret-value", "after")
+    ]
+    with caplog.at_level(logging.ERROR, logger="accoil_buffer.mappings"):
+        routed = route(mappings, *raws, {"type": "page", "userId": "u1", "name": "Home"})
+    assert [(r.type, r.name) for r in routed.rows] == [
+        ("track", "before"),
+        ("track", "after"),
+        ("page", "Home"),
+    ]
+    assert routed.counts == {"mapping:Custom": 2}
+    (outcome,) = mappings.outcomes(accept(raws[1]))
+    assert (outcome.action, outcome.problem) == (None, "the mapping failed (KeyError)")
+    # Logged once for the mapping, naming the error's type but none of the message's values.
+    (record,) = caplog.records
+    assert "'Custom' failed on a message (KeyError)" in record.getMessage()
+    assert "secret-value" not in caplog.text
+
+
+def test_a_toml_date_literal_is_the_text_the_daemon_sends(tmp_path: Path) -> None:
+    path = tmp_path / "accoil.toml"
+    path.write_text(
+        '[[mappings]]\nname = "Users"\naction = "identify"\n'
+        "fields = { accountStatus = 2024-01-01, role = 2024-01-01T09:30:00Z }\n"
+    )
+    mappings = load_config(path, environ={}).mappings
+    assert mappings.mappings[0].fields == (
+        ("accountStatus", "2024-01-01"),
+        ("role", "2024-01-01T09:30:00+00:00"),
+    )
+    (row,) = route(mappings, {"type": "identify", "userId": "u1"}).rows
+    assert row.traits == {"accountStatus": "2024-01-01", "role": "2024-01-01T09:30:00+00:00"}

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from accoil_buffer.errors import TriggerError
-from accoil_buffer.triggers import canonical, compile_trigger
+from accoil_buffer.triggers import MAX_NESTING, canonical, compile_trigger
 
 MESSAGE: dict[str, Any] = {
     "type": "track",
@@ -97,6 +97,10 @@ def test_what_matches(trigger: str, expected: bool) -> None:
         ('event like "x"', 7, "expected an operator"),
         ("event = 'x'", 9, "text goes in double quotes"),
         ("and = 1", 1, "expected a field"),
+        ('event = "Report\\x"', 16, "not valid JSON: Invalid \\escape"),  # under the \\
+        ("properties.seats = 01", 21, "not valid JSON: Extra data"),
+        ("properties.seats = " + "9" * 5000, 20, "the number has too many digits"),
+        ("properties.²", 12, "unexpected character '²'"),  # odd keys go in backquotes
     ],
 )
 def test_errors_point_at_the_position(trigger: str, position: int, words: str) -> None:
@@ -116,3 +120,29 @@ def test_errors_point_at_the_position(trigger: str, position: int, words: str) -
 
 def test_canonical_ignores_spacing_and_keyword_case() -> None:
     assert canonical('type="track"   AND  event  != "x"') == 'type = "track" and event != "x"'
+
+
+def test_only_ascii_digits_of_a_sane_length_index_a_list() -> None:
+    """``²`` is a digit to ``str.isdigit`` but not to ``int``: as an index it raised, per
+    message, in the writer. A step that is not an index is a key, which a list lacks."""
+    message = {"properties": {"items": ["a", "b"], "keys": {"²": "two"}}}
+    for segment in ("`²`", "`٣`", "1" * 5000, "0" * 19 + "1", "`1`"):
+        trigger = compile_trigger(f"properties.items.{segment} exists")
+        assert trigger(message) is (segment == "`1`")
+    assert compile_trigger('properties.keys.`²` = "two"')(message)
+    assert compile_trigger('properties.items.00000000000000001 = "b"')(message)
+
+
+@pytest.mark.parametrize("opening", ["not ", "("])
+def test_nesting_past_the_limit_is_an_error_not_a_recursion_error(opening: str) -> None:
+    def nested(depth: int) -> str:
+        return opening * depth + 'type = "track"' + (")" * depth if opening == "(" else "")
+
+    assert compile_trigger(nested(MAX_NESTING))(MESSAGE) is (MAX_NESTING % 2 == 0 or opening == "(")
+    for depth in (MAX_NESTING + 1, 5000):
+        with pytest.raises(TriggerError) as caught:
+            compile_trigger(nested(depth), where="mapping 'Deep': trigger")
+        assert caught.value.position == MAX_NESTING * len(opening)
+        assert str(caught.value).startswith(
+            f"mapping 'Deep': trigger: more than {MAX_NESTING} 'not's and parentheses are nested"
+        )
