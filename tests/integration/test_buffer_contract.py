@@ -168,7 +168,7 @@ def test_integrations_filter_accepts_but_does_not_store(buffer: Buffer, database
         (lambda b: b.alias(user_id="u1"), "previousId"),
         (lambda b: b.identify("u1", traits=["not", "an", "object"]), "traits"),
         (lambda b: b.track("u1", "E", timestamp="not a time"), "timestamp"),
-        (lambda b: b.track("u1", "E", {"big": "x" * 40_000}), "message"),
+        (lambda b: b.track("u1", "E", {"big": "x" * 50_000}), "message"),
         (lambda b: b.ingest({"type": "track", "userId": "u\x00", "event": "E"}), "message.userId"),
     ],
 )
