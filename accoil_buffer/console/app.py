@@ -36,6 +36,7 @@ from accoil_buffer.errors import ConfigError, DeliveryFailed, StorageError
 from accoil_buffer.listener import TrustedHosts
 from accoil_buffer.messages import format_timestamp
 from accoil_buffer.middleware import error
+from accoil_buffer.store.deliveries import MAX_ROW_ID
 
 PREFIX = "/console"
 ASSETS = Path(__file__).with_name("assets")
@@ -152,7 +153,7 @@ class Console:
         except Refusal as bad:
             return bad.response()
         try:
-            ids = _replay_ids(json.loads(body or b"{}"))
+            ids = _replay_ids(json.loads(body or b"{}", parse_int=_whole_number))
         except (ValueError, RecursionError) as exc:
             return error(400, "invalid_replay", str(exc))
         try:
@@ -216,6 +217,13 @@ def _replay_ids(document: object) -> Collection[int] | None:
     if not isinstance(ids, list) or not all(type(i) is int for i in ids):
         raise ValueError("ids must be a list of whole numbers")
     return set(ids)
+
+
+def _whole_number(digits: str) -> int:
+    # Python's own error for thousands of digits names an interpreter setting, not the id.
+    if len(digits.lstrip("-")) > len(str(MAX_ROW_ID)):
+        raise ValueError(f"{digits[:20]}... is longer than any dead letter id")
+    return int(digits)
 
 
 def _letter(letter: dict[str, Any]) -> dict[str, Any]:

@@ -257,6 +257,8 @@ def _update_claims(conn: Connection, holder: str, **values: object) -> None:
 
 # --- Dead letters -----------------------------------------------------------------------------
 
+MAX_ROW_ID = 2**63 - 1  # a row id is a signed 64-bit integer in both databases
+
 
 def dead_letters(
     conn: Connection, limit: int | None = None, ids: Collection[int] | None = None
@@ -266,7 +268,8 @@ def dead_letters(
     d = schema.dead_letters
     query = select(d).where(d.c.replayed_at.is_(None)).order_by(d.c.id).limit(limit)
     if ids is not None:
-        query = query.where(d.c.id.in_(ids))
+        # An id no row can have matches nothing here, rather than failing in the driver.
+        query = query.where(d.c.id.in_([i for i in ids if 0 < i <= MAX_ROW_ID]))
     return [dict(row) for row in conn.execute(query).mappings()]
 
 

@@ -245,6 +245,13 @@ def test_a_bad_replay_request_is_a_400(sqlite_buffer: Buffer, body: bytes) -> No
     assert answer.json()["code"] in {"invalid_replay", "too_large"}
 
 
+def test_an_id_of_thousands_of_digits_is_named_as_too_long(sqlite_buffer: Buffer) -> None:
+    body = b'{"ids": [' + b"9" * 5000 + b"]}"
+    answer = client(sqlite_buffer).post("/console/api/dead-letters/replay", content=body)
+    assert answer.status_code == 400
+    assert answer.json()["message"] == "99999999999999999999... is longer than any dead letter id"
+
+
 def test_bad_paths_and_queries_are_4xx_in_json(sqlite_buffer: Buffer) -> None:
     console = client(sqlite_buffer)
     for method, path, status in (

@@ -295,6 +295,7 @@ def test_a_replay_that_accoil_cannot_take_now_refuses_nothing(
         assert buf.status()["delivery"]["delivered_total"] == 1
         fake.behaviour = lambda _m: Reply()
         assert buf.replay_dead_letters([rest[1]]) == (1, 0)  # only the one asked for
+        assert buf.replay_dead_letters([0, -1, 2**63, 2**70]) == (0, 0)  # ids no row can have
         assert [letter["id"] for letter in buf.dead_letters()] == rest[:1]
     assert first not in rest
 
