@@ -207,15 +207,25 @@ class Buffer:
         return normalised.message_id
 
     def ingest_many(
-        self, messages: Iterable[object], *, connection: Connection | None = None
+        self,
+        messages: Iterable[object],
+        *,
+        connection: Connection | None = None,
+        shared_bytes: int = 0,
     ) -> IngestReport:
         """Store every valid message in one transaction, committed before it returns (in any
         durability mode); report the invalid ones (anything that is not a valid Segment
-        message, a non-dict included) by index."""
+        message, a non-dict included) by index. ``shared_bytes``: what a batch's envelope
+        merged into each message, allowed beyond its 32 KB (up to 8 KB)."""
         received_at = self._clock()
         valid: list[Message] = []
         rejected: list[Rejection] = []
-        each = normalise_each(messages, received_at=received_at, future_margin=self._margin)
+        each = normalise_each(
+            messages,
+            received_at=received_at,
+            future_margin=self._margin,
+            shared_bytes=shared_bytes,
+        )
         for index, message in enumerate(each):
             if isinstance(message, InvalidMessage):
                 rejected.append(Rejection(index, message))

@@ -38,9 +38,9 @@ DESTINATION_NAME = "Accoil Analytics"
 TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 EVENT_KINDS = ("track", "page", "screen")
 MAX_MESSAGE_BYTES = 32 * 1024
-# A batch's sentAt and context are merged into each of its messages before one is measured;
-# libraries hold a message to 32 KB before that, so what they share may add this much.
-_SHARED_BYTES = 8 * 1024
+# A batch's context, integrations and sentAt are merged into each of its messages before one
+# is measured; libraries hold a message to 32 KB before that, so they may add up to this much.
+MAX_SHARED_BYTES = 8 * 1024
 MAX_ID_LENGTH = 255
 _MAX_ID_BITS = 850  # an integer id of this many bits has about MAX_ID_LENGTH digits
 # A Unix time above this is taken as milliseconds: 1e11 seconds is the year 5138.
@@ -94,14 +94,15 @@ class Arrival:
     moment made once: its text, the latest timestamp not clamped, and the ``sentAt`` that a
     batch's messages share, parsed."""
 
-    __slots__ = ("_sent", "at", "latest", "text")
+    __slots__ = ("_sent", "at", "latest", "shared_bytes", "text")
 
-    def __init__(self, at: datetime, future_margin: timedelta) -> None:
+    def __init__(self, at: datetime, future_margin: timedelta, shared_bytes: int = 0) -> None:
         # In UTC whatever the clock's zone: a message's day is its timestamp's UTC date.
         at = _as_utc(at)
         self.at = at
         self.text = format_timestamp(at)
         self.latest = at + future_margin
+        self.shared_bytes = min(max(shared_bytes, 0), MAX_SHARED_BYTES)
         self._sent: tuple[object, datetime] | None = None
 
     def sent_at(self, value: object) -> datetime:
@@ -131,10 +132,12 @@ def normalise_each(
     *,
     received_at: datetime,
     future_margin: timedelta = timedelta(minutes=5),
+    shared_bytes: int = 0,
 ) -> Iterator[Message | InvalidMessage]:
     """``normalise`` for the messages of one request, received together: each one's
-    ``Message``, or the ``InvalidMessage`` that names what is wrong with it, in order."""
-    arrival = Arrival(received_at, future_margin)
+    ``Message``, or the ``InvalidMessage`` that names what is wrong with it, in order.
+    ``shared_bytes`` (see ``batch_shares``) is allowed beyond each message's 32 KB."""
+    arrival = Arrival(received_at, future_margin, shared_bytes)
     for raw in raws:
         try:
             yield _checked(raw, arrival)
@@ -156,12 +159,8 @@ def _normalise(raw: object, arrival: Arrival) -> Message:
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidMessage("message", f"must be a JSON object, got {json_type(raw)}")
     cleaned, size = _storable_copy(raw)
-    if size > MAX_MESSAGE_BYTES + _SHARED_BYTES:
-        raise InvalidMessage(
-            "message",
-            f"is {size} bytes with what its batch shares with it; the limit is "
-            f"{MAX_MESSAGE_BYTES + _SHARED_BYTES} (32 KB, and 8 KB for a batch's context)",
-        )
+    if size > MAX_MESSAGE_BYTES + arrival.shared_bytes:
+        raise InvalidMessage("message", _too_large(size, arrival.shared_bytes))
 
     kind = cleaned.get("type")
     if type(kind) is not str or kind not in TYPES:  # as Segment's libraries write it: as it is
@@ -240,6 +239,15 @@ def _normalise(raw: object, arrival: Arrival) -> Message:
     )
 
 
+def _too_large(size: int, shared: int) -> str:
+    if not shared:
+        return f"is {size} bytes; the limit is {MAX_MESSAGE_BYTES} (32 KB)"
+    return (
+        f"is {size} bytes with what its batch shares with it; the limit is "
+        f"{MAX_MESSAGE_BYTES + shared} (32 KB, and the {shared} bytes its batch shares)"
+    )
+
+
 def _storable_copy(raw: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
     """A copy of ``raw`` as JSON that every database stores (the fields are then set in it),
     without the keys never stored, and its size as compact JSON. It is walked in Python only
@@ -277,11 +285,21 @@ def apply_batch(item: object, batch: Mapping[str, Any], *, plain: bool = False) 
         if shared is None or not isinstance(shared, Mapping):
             continue  # most batches share neither: each message carries its own
         own = item.get(key)
-        if own is None or isinstance(own, Mapping):
+        if own is None or own == [] or isinstance(own, Mapping):  # [] is PHP's empty object
             merged[key] = {**shared, **(own or {})}
     if merged.get("sentAt") is None and (sent := batch.get("sentAt")) is not None:
         merged["sentAt"] = sent
     return merged
+
+
+def batch_shares(batch: Mapping[str, Any]) -> int:
+    """The bytes of what ``apply_batch`` may merge into each of ``batch``'s messages, as
+    compact JSON; 0 if it shares nothing, or nothing storable (its messages then fail)."""
+    shared = {key: batch[key] for key in ("context", "integrations", "sentAt") if key in batch}
+    try:
+        return len(encode(shared)) if shared else 0
+    except (TypeError, ValueError, RecursionError):
+        return 0
 
 
 def is_deliverable(integrations: object) -> bool:

@@ -41,7 +41,7 @@ from accoil_buffer.listener import (
     listen,
     run_until_signalled,
 )
-from accoil_buffer.messages import apply_batch
+from accoil_buffer.messages import apply_batch, batch_shares
 from accoil_buffer.metrics import CONTENT_TYPE, Metrics
 from accoil_buffer.middleware import error, wrap
 
@@ -171,15 +171,19 @@ class Sidecar:
                 if not isinstance(body.get("batch"), list):
                     raise Refusal(400, "invalid_batch", "batch must be an array of messages")
                 messages = [apply_batch(item, body, plain=plain) for item in body["batch"]]
+                shared = batch_shares(body)
             else:
                 messages = [(Plain if plain else dict)(body, type=kind)]
+                shared = 0
         except Refusal as refusal:
             return self._refused(refusal)
         except (ValueError, RecursionError) as exc:
             self.metrics.rejected.labels("invalid_json").inc()
             return error(400, "invalid_json", f"body is not valid JSON: {exc}")
         try:
-            report = await run_in_threadpool(self._buffer.ingest_many, messages)
+            report = await run_in_threadpool(
+                self._buffer.ingest_many, messages, shared_bytes=shared
+            )
         except AccoilBufferError as exc:
             log.error("could not store %d messages: %s", len(messages), exc)
             return error(503, "unavailable", "the buffer cannot store messages now; retry")

@@ -253,6 +253,15 @@ def answer_to(connection: socket.socket) -> tuple[int, str | None, bytes]:
     return response.status, response.getheader("connection"), response.read()
 
 
+def post(sidecar: Sidecar, path: str, document: dict[str, Any]) -> httpx.Response:
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=sidecar.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.post(path, content=json.dumps(document))
+
+    return asyncio.run(send())
+
+
 def test_a_batch_a_little_over_500_kb_is_stored(sidecar: Sidecar, buffer: Buffer) -> None:
     # analytics-react-native, -ruby and Analytics.NET close a batch at 500 KB of messages,
     # then add the commas and the envelope, and drop the whole batch on a 400.
@@ -260,15 +269,37 @@ def test_a_batch_a_little_over_500_kb_is_stored(sidecar: Sidecar, buffer: Buffer
         {"type": "track", "userId": f"u{i}", "event": "E", "properties": {"p": "x" * 450}}
         for i in range(1000)
     ]
-    body = json.dumps({"batch": batch, "sentAt": "2026-12-07T12:00:00Z", "writeKey": "k"})
-    assert len(body) > 512_000
-
-    async def post() -> httpx.Response:
-        transport = httpx.ASGITransport(app=sidecar.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            return await client.post("/v1/batch", content=body)
-
-    answer = asyncio.run(post())
+    body = {"batch": batch, "sentAt": "2026-12-07T12:00:00Z", "writeKey": "k"}
+    assert len(json.dumps(body)) > 512_000
+    answer = post(sidecar, "/v1/batch", body)
     assert (answer.status_code, answer.json()) == (200, {"success": True})
     buffer.flush()
     assert buffer.status()["pending"]["occurrences"] == 1000
+
+
+def test_a_message_is_held_to_32_kb_beyond_what_its_batch_shares(
+    sidecar: Sidecar, buffer: Buffer
+) -> None:
+    message = {"type": "track", "userId": "u", "event": "E", "properties": {"p": "x" * 33_000}}
+    alone = post(sidecar, "/v1/track", {**message, "writeKey": "k"})
+    assert (alone.status_code, alone.json()["code"]) == (400, "invalid_message")
+    assert "the limit is 32768 (32 KB)" in alone.json()["message"]
+    unshared = post(sidecar, "/v1/batch", {"batch": [message], "writeKey": "k"})
+    assert [r["index"] for r in unshared.json()["rejected"]] == [0]
+    # analytics-java holds a message to 32 KB, then shares a context that is merged into it.
+    fits = {**message, "properties": {"p": "x" * 32_600}}
+    context = {"library": {"name": "analytics-java"}, "pad": "y" * 1000}
+    shared = post(sidecar, "/v1/batch", {"batch": [fits], "context": context, "writeKey": "k"})
+    assert (shared.status_code, shared.json()) == (200, {"success": True})
+    buffer.flush()
+    assert buffer.status()["pending"]["occurrences"] == 1
+
+
+def test_an_empty_array_for_integrations_takes_the_batchs(sidecar: Sidecar, buffer: Buffer) -> None:
+    # analytics-php writes an empty integrations object as []; the batch's opt-out still holds.
+    items = [{"type": "track", "userId": "u", "event": "E", "integrations": []}]
+    answer = post(sidecar, "/v1/batch", {"batch": items, "integrations": {"All": False}})
+    assert answer.status_code == 200
+    buffer.flush()
+    assert buffer.status()["pending"]["occurrences"] == 0
+    assert buffer.status()["drops"] == {"filtered_integrations": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
@@ -19,6 +20,7 @@ from accoil_buffer.errors import InvalidMessage
 from accoil_buffer.messages import (
     Message,
     apply_batch,
+    batch_shares,
     format_timestamp,
     is_deliverable,
     new_message_id,
@@ -132,18 +134,33 @@ def test_rejections_name_the_field(message: object, field: str, words: str) -> N
     assert str(error).startswith(field)
 
 
-def test_message_over_32_kb_and_what_a_batch_shares_is_rejected_and_just_under_is_accepted() -> (
-    None
-):
+def test_message_over_32_kb_is_rejected_and_just_under_is_accepted() -> None:
     base = {"type": "track", "userId": "u", "event": "E", "messageId": "m"}
     overhead = len(
         '{"type":"track","userId":"u","event":"E","messageId":"m","properties":{"p":""}}'
     )
-    fits = {**base, "properties": {"p": "x" * (40 * 1024 - overhead)}}
+    fits = {**base, "properties": {"p": "x" * (32 * 1024 - overhead)}}
     assert normalise(fits, received_at=NOW).name == "E"
-    error = reject({**base, "properties": {"p": "x" * (40 * 1024 - overhead + 1)}})
-    assert error.field == "message"
-    assert "32 KB, and 8 KB for a batch's context" in str(error)
+    error = reject({**base, "properties": {"p": "x" * (32 * 1024 - overhead + 1)}})
+    assert str(error) == f"message: is {32 * 1024 + 1} bytes; the limit is 32768 (32 KB)"
+
+
+def test_a_message_may_exceed_32_kb_by_what_its_batch_shares_up_to_8_kb() -> None:
+    base = {"type": "track", "userId": "u", "event": "E", "messageId": "m"}
+    overhead = len(
+        '{"type":"track","userId":"u","event":"E","messageId":"m","properties":{"p":""}}'
+    )
+
+    def outcome(size: int, shared: int) -> Message | InvalidMessage:
+        message = {**base, "properties": {"p": "x" * (size - overhead)}}
+        return next(normalise_each([message], received_at=NOW, shared_bytes=shared))
+
+    assert isinstance(outcome(32 * 1024 + 1000, 1000), Message)
+    error = outcome(32 * 1024 + 1001, 1000)
+    assert isinstance(error, InvalidMessage)
+    assert "the limit is 33768 (32 KB, and the 1000 bytes its batch shares)" in str(error)
+    assert isinstance(outcome(40 * 1024, 100_000), Message)  # what a batch shares counts to 8 KB
+    assert isinstance(outcome(40 * 1024 + 1, 100_000), InvalidMessage)
 
 
 def test_a_library_message_of_32_kb_fits_with_its_batchs_context() -> None:
@@ -151,8 +168,28 @@ def test_a_library_message_of_32_kb_fits_with_its_batchs_context() -> None:
     # the whole batch, which is merged into each message before it is measured.
     own = {"type": "track", "userId": "u", "event": "E", "properties": {"p": "x" * 32_600}}
     context = {"library": {"name": "analytics-go", "version": "3.3.0"}, "pad": "y" * 800}
-    merged = apply_batch(own, {"context": context, "sentAt": "2026-11-28T12:00:00Z"})
-    assert normalise(merged, received_at=NOW).payload["context"]["pad"] == "y" * 800
+    batch = {"context": context, "sentAt": "2026-11-28T12:00:00Z"}
+    assert batch_shares(batch) == len(json.dumps(batch, separators=(",", ":")))
+    merged = apply_batch(own, batch)
+    (message,) = normalise_each([merged], received_at=NOW, shared_bytes=batch_shares(batch))
+    assert isinstance(message, Message)
+    assert message.payload["context"]["pad"] == "y" * 800
+    assert isinstance(normalise_each([merged], received_at=NOW).__next__(), InvalidMessage)
+
+
+def test_a_batch_that_shares_nothing_storable_allows_nothing_more() -> None:
+    assert batch_shares({"batch": []}) == 0
+    assert batch_shares({"context": {"bad": "\ud800"}}) == 0
+
+
+def test_an_item_with_empty_array_integrations_takes_the_batchs() -> None:
+    batch = {"integrations": {"All": False}, "context": {"app": "a"}}
+    for empty in ({}, []):
+        item = {"type": "track", "userId": "u", "event": "E", "integrations": empty, "context": []}
+        merged = apply_batch(item, batch)
+        assert merged["integrations"] == {"All": False}
+        assert merged["context"] == {"app": "a"}
+        assert not normalise(merged, received_at=NOW).deliverable
 
 
 @pytest.mark.parametrize("field", ["traits", "properties", "context", "integrations"])
