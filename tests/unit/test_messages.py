@@ -184,9 +184,11 @@ def test_a_batch_that_shares_nothing_storable_allows_nothing_more() -> None:
 
 def test_an_item_with_empty_array_integrations_takes_the_batchs() -> None:
     batch = {"integrations": {"All": False}, "context": {"app": "a"}}
-    for empty in ({}, []):
+    empties: list[object] = [{}, []]
+    for empty in empties:
         item = {"type": "track", "userId": "u", "event": "E", "integrations": empty, "context": []}
         merged = apply_batch(item, batch)
+        assert isinstance(merged, dict)
         assert merged["integrations"] == {"All": False}
         assert merged["context"] == {"app": "a"}
         assert not normalise(merged, received_at=NOW).deliverable
