@@ -161,8 +161,8 @@ class Delivery:
 
     def replay(self, ids: Collection[int] | None = None) -> tuple[int, int]:
         """Send dead letters again as they were (same messageId); returns (accepted, refused).
-        An accepted one is marked replayed and counted delivered; a refused one stays, for
-        another try. ``DeliveryFailed`` if Accoil cannot take messages now: those not yet
+        An accepted one is marked replayed and counted delivered (once, if a replay at the
+        same time sent it too); a refused one stays, for another try. ``DeliveryFailed`` if Accoil cannot take messages now: those not yet
         sent stay too, and were not refused."""
         with self._database.engine.connect() as conn:
             letters = deliveries.dead_letters(conn, ids=ids)
@@ -171,8 +171,8 @@ class Delivery:
             answer = self._client.send(letter["payload"])
             if answer.verdict is Verdict.DELIVERED:
                 with self._database.write_between_folds() as conn:
-                    deliveries.mark_replayed(self._database, conn, letter["id"], self._clock())
-                accepted += 1
+                    now = self._clock()
+                    accepted += deliveries.mark_replayed(self._database, conn, letter["id"], now)
             elif answer.verdict is Verdict.DEAD_LETTER:
                 log.warning("dead letter %s was refused again: %s", letter["id"], answer.describe())
                 refused += 1

@@ -273,11 +273,17 @@ def dead_letters(
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
-def mark_replayed(database: Database, conn: Connection, letter_id: int, now: datetime) -> None:
-    """A dead letter Accoil took when sent again: delivered, as any message it takes."""
+def mark_replayed(database: Database, conn: Connection, letter_id: int, now: datetime) -> bool:
+    """A dead letter Accoil took when sent again: delivered, as any message it takes. False
+    if a replay running at the same time marked it first (it is counted once)."""
     d = schema.dead_letters
-    conn.execute(update(d).where(d.c.id == letter_id).values(replayed_at=now))
+    marked = conn.execute(
+        update(d).where(d.c.id == letter_id, d.c.replayed_at.is_(None)).values(replayed_at=now)
+    )
+    if marked.rowcount != 1:
+        return False
     _add_delivered(database, conn, 1)
+    return True
 
 
 # --- Delivery state ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,21 @@ def test_a_refused_message_is_dead_lettered_and_can_be_replayed(
     sent = fake.accepted()
     assert [b["event"] for b in sent].count("Bad") == 1
     assert sent[-1]["messageId"] == letters[0]["message_id"]
+
+
+def test_two_replays_at_once_count_a_letter_once(
+    database_url: str, fake: FakeAccoil, clock: Clock
+) -> None:
+    fake.behaviour = lambda _m: Reply(400, "no thanks")
+    with open_buffer(database_url, fake, clock) as buf:
+        buf.track("u1", "Bad")
+        buf.flush()
+        fake.behaviour = lambda _m: Reply(delay=0.3)  # both replays read the letter first
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: buf.replay_dead_letters(), range(2)))
+        assert sorted(results) == [(0, 0), (1, 0)]
+        assert buf.status()["delivery"]["delivered_total"] == 1
+        assert buf.dead_letters() == []
 
 
 @pytest.mark.parametrize("trouble", [Reply(503), Reply(drop=True), Reply(401)])
