@@ -162,8 +162,8 @@ class Delivery:
     def replay(self, ids: Collection[int] | None = None) -> tuple[int, int]:
         """Send dead letters again as they were (same messageId); returns (accepted, refused).
         An accepted one is marked replayed and counted delivered (once, if a replay at the
-        same time sent it too); a refused one stays, for another try. ``DeliveryFailed`` if Accoil cannot take messages now: those not yet
-        sent stay too, and were not refused."""
+        same time sent it too); a refused one stays, for another try. ``DeliveryFailed`` if
+        Accoil cannot take messages now: those not yet sent stay too, and were not refused."""
         with self._database.engine.connect() as conn:
             letters = deliveries.dead_letters(conn, ids=ids)
         accepted = refused = 0
