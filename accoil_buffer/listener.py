@@ -244,7 +244,8 @@ class _Protocol(H11Protocol):
         ):
             self.transport.write(self.conn.send(event))
         self.transport.close()
-        self.answered(400)
+        if self.cycle is None or self.cycle.response_complete:
+            self.answered(400)  # else a body broke off: the app sees it leave, and counts that
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -165,6 +165,18 @@ def test_what_is_not_http_is_answered_400_in_json_and_counted(
     assert statuses_counted(sidecar) == {"400"}
 
 
+def test_a_body_that_breaks_http_midway_is_counted_once(sidecar: Sidecar) -> None:
+    head = b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with served(sidecar) as address, socket.create_connection(address, timeout=10) as client:
+        client.sendall(head + b"5\r\n{\"bat\r\nnot a chunk size\r\n")
+        answer = http.client.HTTPResponse(client)
+        answer.begin()
+        assert answer.status == 400
+    lines = sidecar.metrics.render().decode().splitlines()
+    counted = [line for line in lines if line.startswith("accoil_buffer_http_responses_total{")]
+    assert [line.rsplit(" ", 1)[1] for line in counted] == ["1.0"]
+
+
 def test_more_requests_than_are_stored_at_once_are_all_stored(
     sidecar: Sidecar, buffer: Buffer
 ) -> None:
