@@ -168,7 +168,7 @@ def test_what_is_not_http_is_answered_400_in_json_and_counted(
 def test_a_body_that_breaks_http_midway_is_counted_once(sidecar: Sidecar) -> None:
     head = b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     with served(sidecar) as address, socket.create_connection(address, timeout=10) as client:
-        client.sendall(head + b"5\r\n{\"bat\r\nnot a chunk size\r\n")
+        client.sendall(head + b'5\r\n{"bat\r\nnot a chunk size\r\n')
         answer = http.client.HTTPResponse(client)
         answer.begin()
         assert answer.status == 400
