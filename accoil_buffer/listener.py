@@ -11,6 +11,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import h11
@@ -92,17 +93,33 @@ def check_tls(server: ServerConfig) -> None:
     that does not match the certificate is one line, not a traceback once serving."""
     if not server.tls_certfile:
         return
+    for name, path in (("tls_certfile", server.tls_certfile), ("tls_keyfile", server.tls_keyfile)):
+        try:  # ssl's own error does not say which file
+            Path(path).open("rb").close()
+        except OSError as exc:
+            raise ConfigError(f"server.{name} {path} cannot be read: {exc.strerror}") from None
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-            server.tls_certfile, server.tls_keyfile
+            server.tls_certfile, server.tls_keyfile, password=_no_passphrase
         )
+    except _EncryptedKey:
+        raise ConfigError(
+            "server.tls_keyfile is encrypted; the daemon needs a key without a passphrase "
+            "(uvicorn would ask for it on the terminal)"
+        ) from None
     except ssl.SSLError as exc:  # the reason only: never anything read from the key
         raise ConfigError(
             f"server.tls_certfile and server.tls_keyfile are not a certificate and its key "
             f"({exc.reason or 'unreadable'})"
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"server TLS files cannot be read: {exc.strerror}") from None
+
+
+class _EncryptedKey(Exception):
+    """OpenSSL asked for the key's passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _EncryptedKey  # instead of OpenSSL prompting on the terminal
 
 
 def listen(server: ServerConfig) -> socket.socket:

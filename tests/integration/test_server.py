@@ -22,9 +22,12 @@ from typing import Any
 import httpx
 import pytest
 import trustme
+from cryptography.hazmat.primitives import serialization
 from segment.analytics.client import Client as SegmentClient
 
-from accoil_buffer import Buffer
+from accoil_buffer import Buffer, listener
+from accoil_buffer.config import ServerConfig
+from accoil_buffer.errors import ConfigError
 from tests.support import tables
 from tests.support.fake_accoil import FakeAccoil
 from tests.support.paths import ROOT_DIR
@@ -518,3 +521,38 @@ def test_a_key_that_is_not_the_certificates_stops_serve_in_one_line(tmp_path: Pa
     assert "Traceback" not in stderr
     assert keyfile.read_text().splitlines()[1] not in stderr
     assert not (tmp_path / "tls.db").exists()  # refused before the database was opened
+
+
+def test_an_encrypted_key_stops_serve_in_one_line_without_a_prompt(tmp_path: Path) -> None:
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "encrypted-key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(certfile))
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), None)
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    env = {
+        "ACCOIL_BUFFER_SERVER_TLS_CERTFILE": str(certfile),
+        "ACCOIL_BUFFER_SERVER_TLS_KEYFILE": str(keyfile),
+    }
+    daemon = Daemon(f"sqlite:///{tmp_path / 'tls.db'}", env=env)
+    assert daemon.process.wait(timeout=30) == 2
+    stdout, stderr = (part.decode() for part in daemon.process.communicate())
+    assert stderr.startswith("Error: server.tls_keyfile is encrypted; the daemon needs a key")
+    assert "pass phrase" not in stdout + stderr
+
+
+def test_a_tls_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    certfile = tmp_path / "cert.pem"
+    trustme.CA().issue_cert("127.0.0.1").cert_chain_pems[0].write_to_path(str(certfile))
+    missing = tmp_path / "missing-key.pem"
+    server = ServerConfig(tls_certfile=str(certfile), tls_keyfile=str(missing))
+    with pytest.raises(ConfigError) as info:
+        listener.check_tls(server)
+    assert (
+        str(info.value) == f"server.tls_keyfile {missing} cannot be read: No such file or directory"
+    )
