@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NamedTuple, TypeVar
 
 import click
 from sqlalchemy.engine import make_url
@@ -34,6 +34,7 @@ from accoil_buffer.errors import (
     ListenError,
     storage_errors,
 )
+from accoil_buffer.json_values import decode
 from accoil_buffer.messages import MAX_MESSAGE_BYTES
 from accoil_buffer.server import serve as run_server
 from accoil_buffer.store.engine import Database
@@ -313,44 +314,56 @@ def import_(config: Config, source: IO[bytes]) -> None:
     """Import Segment-format messages, one JSON object per line, from SOURCE (a file or -).
 
     Rejected lines are reported by number on stderr and the import continues; the exit status
-    is 1 if any line was rejected. Under max_outbox_rows the import folds as it goes; at a full
-    buffer it stops, naming the first line it did not import.
+    is 1 if any line was rejected. Under max_outbox_rows and max_outbox_bytes the import folds
+    as it goes; at a full buffer it stops, naming the first line it did not import.
     """
-    bound = config.max_outbox_rows
-    size = min(IMPORT_BATCH, bound) if bound else IMPORT_BATCH  # a batch fits an empty outbox
-    stored = duplicates = filtered = rejected = unfolded = 0
+    rows, size = config.max_outbox_rows, config.max_outbox_bytes
+    # A batch fits an empty outbox with room to spare, under each bound.
+    most = min(IMPORT_BATCH, rows) if rows else IMPORT_BATCH
+    most_bytes = size // 4 if size else sys.maxsize
+    stored = duplicates = filtered = rejected = unfolded = unfolded_bytes = 0
     stopped: str | None = None
     # Delivery off: the import's flushes only fold; sending is serve's and flush's work.
     with Buffer(config=dataclasses.replace(config, api_key=None), start=False) as buffer:
-        batch: list[tuple[int, Any, str | None]] = []
+        batch: list[_Line] = []
 
         def ingest() -> None:
-            nonlocal stored, duplicates, filtered, rejected, unfolded
-            if bound and unfolded + len(batch) > bound:
+            nonlocal stored, duplicates, filtered, rejected, unfolded, unfolded_bytes
+            batch_bytes = sum(line.size for line in batch)
+            if (rows and unfolded + len(batch) > rows) or (
+                size and unfolded_bytes + batch_bytes > size // 2
+            ):
                 buffer.flush()  # the fold makes room for the next batch, as the daemon's would
-                unfolded = 0
+                unfolded = unfolded_bytes = 0
             # A line with a problem goes in as None: rejected, and counted in accoil_drops as
             # rejected_invalid, as an invalid message is.
-            result = buffer.ingest_many(message for _, message, _ in batch)
+            result = buffer.ingest_many(line.message for line in batch)
             stored += result.stored
             unfolded += result.stored
+            unfolded_bytes += batch_bytes
             duplicates += result.duplicates
             filtered += result.filtered
             for rejection in result.rejected:
-                number, _, problem = batch[rejection.index]
-                click.echo(f"line {number}: {problem or rejection.error}", err=True)
+                line = batch[rejection.index]
+                click.echo(f"line {line.number}: {line.problem or rejection.error}", err=True)
             rejected += len(result.rejected)
             batch.clear()
 
         try:
+            batch_bytes = 0
             for line in _json_lines(source):
-                batch.append(line)
-                if len(batch) >= size:
+                if batch and batch_bytes + line.size > most_bytes:
                     ingest()
+                    batch_bytes = 0
+                batch.append(line)
+                batch_bytes += line.size
+                if len(batch) >= most:
+                    ingest()
+                    batch_bytes = 0
             if batch:
                 ingest()
         except BufferFull as exc:
-            stopped = f"line {batch[0][0]} and the lines after it were not imported: {exc}"
+            stopped = f"line {batch[0].number} and the lines after it were not imported: {exc}"
     click.echo(
         f"imported {count(stored, 'message')} ({count(duplicates, 'duplicate')}, {filtered} "
         f"filtered by integrations); {count(rejected, 'line')} rejected"
@@ -392,11 +405,11 @@ def mappings_test(config: Config, source: IO[bytes], as_json: bool) -> None:
     now = datetime.now(UTC)
     margin = timedelta(seconds=config.future_timestamp_margin_seconds)
     invalid = False
-    for number, message, problem in _json_lines(source):
+    for line in _json_lines(source):
         report = (
-            {"line": number, "error": problem}
-            if problem is not None
-            else explain(config, number, message, now, margin)
+            {"line": line.number, "error": line.problem}
+            if line.problem is not None
+            else explain(config, line.number, line.message, now, margin)
         )
         invalid = invalid or "error" in report
         click.echo(json.dumps(report, ensure_ascii=False) if as_json else describe(report))
@@ -404,34 +417,43 @@ def mappings_test(config: Config, source: IO[bytes], as_json: bool) -> None:
         raise SystemExit(1)
 
 
-def _json_lines(source: IO[bytes]) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (line number, decoded JSON, None), or (line number, None, problem), for each
-    non-blank line."""
+class _Line(NamedTuple):
+    """A non-blank line of a JSON-lines file: its decoded JSON, or the problem with it."""
+
+    number: int
+    message: Any
+    problem: str | None
+    size: int  # its bytes, about what its message adds to the outbox
+
+
+def _json_lines(source: IO[bytes]) -> Iterator[_Line]:
+    """Each non-blank line, decoded as the daemon decodes a body (an integer too long for
+    Python becomes infinity, refused as its message's out-of-range number)."""
     for number, text, problem in _numbered_lines(source):
         if problem is not None:
-            yield number, None, problem
+            yield _Line(number, None, problem, len(text))
             continue
         try:
-            yield number, json.loads(text), None
-        except (json.JSONDecodeError, RecursionError) as exc:
-            yield number, None, f"invalid JSON: {exc}"
+            yield _Line(number, decode(text)[0], None, len(text))
+        except (ValueError, RecursionError) as exc:
+            yield _Line(number, None, f"invalid JSON: {exc}", len(text))
 
 
-def _numbered_lines(source: IO[bytes]) -> Iterator[tuple[int, str, str | None]]:
-    """Yield (line number, text, problem) for each non-blank line, never holding an overlong
-    line in memory."""
+def _numbered_lines(source: IO[bytes]) -> Iterator[tuple[int, bytes, str | None]]:
+    """Yield (line number, bytes, problem) for each non-blank line, never holding an
+    overlong line in memory."""
     number = 0
     while raw := source.readline(MAX_LINE_BYTES + 1):
         number += 1
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             while (rest := source.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
                 pass
-            yield number, "", f"line is longer than {MAX_LINE_BYTES} bytes"
+            yield number, b"", f"line is longer than {MAX_LINE_BYTES} bytes"
             continue
         try:
-            text = raw.decode("utf-8").strip()
+            raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield number, "", f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            yield number, b"", f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
             continue
-        if text:
+        if text := raw.strip():
             yield number, text, None

@@ -116,6 +116,35 @@ def test_import_folds_as_it_goes_to_stay_within_max_outbox_rows(database_url: st
     assert tables.drops(database_url) == {}
 
 
+def test_import_folds_as_it_goes_to_stay_within_max_outbox_bytes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bytes.db'}"
+    pad = "x" * 20_000
+    lines = b"".join(
+        b'{"type": "track", "userId": "u%d", "event": "E", "properties": {"pad": "%s"}}\n'
+        % (i, pad.encode())
+        for i in range(200)
+    )  # 4 MB of messages, twice the bound, though their properties are not kept
+    env = {"ACCOIL_BUFFER_MAX_OUTBOX_BYTES": "2000000"}
+    result = run("import", "-", "--database-url", url, stdin=lines, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "imported 200 messages (0 duplicates" in result.stdout
+    assert tables.drops(url) == {}
+
+
+def test_import_refuses_an_integer_of_thousands_of_digits_as_its_lines_problem(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'digits.db'}"
+    huge = b'{"type": "identify", "userId": "u1", "traits": {"n": ' + b"9" * 5000 + b"}}"
+    good = b'{"type": "track", "userId": "u1", "event": "After"}'
+    result = run("import", "-", "--database-url", url, stdin=huge + b"\n" + good + b"\n")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("line 1: message.traits.n: ")
+    assert "too large" in result.stderr
+    assert list(tables.counts(url).values()) == [1]
+
+
 def test_import_at_a_full_buffer_stops_naming_the_first_line_not_imported(
     tmp_path: Path,
 ) -> None:
