@@ -10,6 +10,7 @@ import asyncio
 import base64
 import enum
 import hashlib
+import json
 import math
 import re
 import ssl
@@ -187,8 +188,16 @@ class AccoilClient:
         self._timeout = timeout
         self._max_connections = max_connections
         token = authorization(key)
-        # As Accoil might echo them (a proxy's error page with the request's headers, say).
-        self._secrets = (token, token.removeprefix("Basic "), api_key, key)
+        # As Accoil might echo them (a proxy's error page with the request's headers, say), as
+        # they are or escaped in JSON (PHP's writes "/" as "\/", which base64 holds).
+        plain = (token, token.removeprefix("Basic "), api_key, key)
+        self._secrets = tuple(
+            dict.fromkeys(
+                form
+                for secret in plain
+                for form in (secret, json.dumps(secret)[1:-1], secret.replace("/", "\\/"))
+            )
+        )
         self._headers = [
             (b"Authorization", token.encode()),
             (b"User-Agent", b"accoil-buffer"),

@@ -250,6 +250,22 @@ def test_an_answer_that_echoes_the_key_is_kept_without_it(
         assert secret not in caplog.text
 
 
+def test_an_answer_that_echoes_the_key_escaped_in_json_is_kept_without_it(
+    database_url: str, fake: FakeAccoil, clock: Clock
+) -> None:
+    key = 'a>?b"'  # its Basic token has a "/", and the key itself a quote
+    token = base64.b64encode(f"{key}:".encode()).decode()
+    assert "/" in token
+    escaped = token.replace("/", "\\/")  # as PHP's json_encode writes it
+    echo = f'{{"error": "refused Basic {escaped} for a>?b\\""}}'
+    fake.behaviour = lambda _m: Reply(400, echo)
+    with Buffer(database_url, api_key=key, endpoint=fake.url, start=False, clock=clock) as buf:
+        buf.track("u1", "E")
+        buf.flush()
+        (letter,) = buf.dead_letters()
+    assert letter["response"] == '{"error": "refused [api key] for [api key]"}'
+
+
 @pytest.mark.parametrize("status", [400, 413, 422])
 def test_a_refused_message_is_dead_lettered_and_can_be_replayed(
     database_url: str, fake: FakeAccoil, clock: Clock, status: int
