@@ -309,6 +309,8 @@ class Buffer:
 
     def replay_dead_letters(self, ids: Collection[int] | None = None) -> tuple[int, int]:
         """Send dead letters (all, or those ``ids``) again; returns (accepted, refused)."""
+        if ids is not None and any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+            raise TypeError("ids must be dead letter ids: whole numbers, as dead_letters() has")
         self._ensure_open()
         delivery = self._parts.delivery
         if delivery is None:

@@ -328,6 +328,9 @@ def test_a_replay_that_accoil_cannot_take_now_refuses_nothing(
         fake.behaviour = lambda _m: Reply()
         assert buf.replay_dead_letters([rest[1]]) == (1, 0)  # only the one asked for
         assert buf.replay_dead_letters([0, -1, 2**63, 2**70]) == (0, 0)  # ids no row can have
+        for wrong in (["1"], [True], [1.0]):
+            with pytest.raises(TypeError, match="ids must be dead letter ids"):
+                buf.replay_dead_letters(wrong)  # type: ignore[arg-type]
         assert [letter["id"] for letter in buf.dead_letters()] == rest[:1]
     assert first not in rest
 
