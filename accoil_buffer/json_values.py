@@ -88,9 +88,11 @@ def clean(value: object, path: tuple[str, ...], depth: int = 0) -> Any:
         return value
     if value is None or kind is int or kind is bool:
         return value
-    if depth > MAX_DEPTH:
+    mapping = kind is dict or isinstance(value, Mapping)
+    sequence = not mapping and (kind is list or isinstance(value, tuple | set | frozenset))
+    if depth > MAX_DEPTH and (mapping or sequence):  # containers only, as check_nesting counts
         raise InvalidMessage(dotted(path), f"is nested more than {MAX_DEPTH} levels deep")
-    if kind is dict or isinstance(value, Mapping):
+    if mapping:
         result: dict[str, Any] = {}
         item: object
         for raw_key, item in value.items():  # type: ignore[attr-defined]
@@ -103,7 +105,7 @@ def clean(value: object, path: tuple[str, ...], depth: int = 0) -> Any:
             _check_text(key, path, " key")
             result[key] = clean(item, (*path, key), depth + 1)
         return result
-    if kind is list or isinstance(value, tuple | set | frozenset):
+    if sequence:
         elements: Iterable[object] = value  # type: ignore[assignment]
         return [clean(e, (*path, f"[{i}]"), depth + 1) for i, e in enumerate(elements)]
     if isinstance(value, float):

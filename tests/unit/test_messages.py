@@ -219,6 +219,22 @@ def test_absurd_nesting_is_rejected() -> None:
     )
 
 
+@pytest.mark.parametrize("leaf", [1, 1.5, Decimal("2.5"), datetime(2026, 1, 1, tzinfo=UTC)])
+def test_the_deepest_value_is_judged_by_its_containers_alone(leaf: object) -> None:
+    # 32 lists around a value are allowed whatever the value; 33 are not. A datetime beside
+    # them sends the message down the value-by-value path, which must agree.
+    for depth, accepted in ((32, True), (33, False)):
+        deep: object = leaf
+        for _ in range(depth - 1):  # properties itself is the first level
+            deep = [deep]
+        for beside in ({}, {"when": datetime(2026, 1, 1, tzinfo=UTC)}):
+            message = {"type": "track", "userId": "u", "event": "E"}
+            outcome = next(
+                normalise_each([{**message, "properties": {"x": deep, **beside}}], received_at=NOW)
+            )
+            assert isinstance(outcome, Message) is accepted, (depth, beside)
+
+
 def test_numeric_ids_become_strings_like_segment() -> None:
     message = accept(type="group", userId=42, groupId=7.0, anonymousId=1.5)
     assert (message.user_id, message.group_id, message.anonymous_id) == ("42", "7", "1.5")
