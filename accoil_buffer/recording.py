@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from itertools import groupby
 
 from sqlalchemy import Connection
 
@@ -212,9 +213,14 @@ class Recorder:
         )
 
     def _commit(self, messages: Sequence[Message]) -> None:
-        """The group writer's transaction."""
+        """The group writer's transaction: what it drops or corrects is counted on the day
+        each call was received, though one commit may take calls from both sides of midnight."""
         with self._database.direct_write() as transaction:
-            self._record(transaction, messages, 0, None)
+            if messages[0].received_at.date() == messages[-1].received_at.date():  # nearly always
+                self._record(transaction, messages, 0, None)
+                return
+            for _, same_day in groupby(messages, key=lambda m: m.received_at.date()):
+                self._record(transaction, list(same_day), 0, None)
 
     def _waiting(self) -> int:
         queued = self.queued  # first: a message committed meanwhile counts twice, never zero

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Column, Date, create_engine, text
 
 from accoil_buffer import Buffer, BufferClosed, Config, InvalidMessage, StorageError
+from accoil_buffer.messages import normalise
 from accoil_buffer.reasons import Reason
 from accoil_buffer.store import rollup, schema
 from accoil_buffer.store.engine import Database
@@ -720,3 +721,27 @@ def test_a_fold_reads_only_the_anonymous_data_and_links_it_changes(
     assert len(plans) >= 6
     for statement, plan in plans:
         assert not full_scan.search(plan), (statement, plan)
+
+
+def test_a_commit_across_midnight_counts_each_calls_drops_on_its_own_day(
+    database_url: str,
+) -> None:
+    # The group writer may commit calls from both sides of midnight at once.
+    before, after = (
+        datetime(2026, 3, 1, 23, 59, 59, 900_000, UTC),
+        datetime(2026, 3, 2, 0, 0, 0, 100_000, UTC),
+    )
+    off = {"type": "track", "userId": "u1", "event": "E", "integrations": {"All": False}}
+    ahead = {"type": "track", "userId": "u1", "event": "E", "timestamp": "2026-03-09T00:00:00Z"}
+    calls = [
+        normalise(off, received_at=before),
+        normalise(off, received_at=after),
+        normalise(ahead, received_at=after),
+    ]
+    with Buffer(database_url, start=False) as buf:
+        buf._parts.recorder._commit(calls)
+    assert tables.drops_by_day(database_url) == {
+        (date(2026, 3, 1), "filtered_integrations"): 1,
+        (date(2026, 3, 2), "filtered_integrations"): 1,
+        (date(2026, 3, 2), "future_timestamp_clamped"): 1,
+    }

@@ -63,6 +63,11 @@ def drops(url: str) -> dict[str, int]:
     return {reason: int(n) for reason, n in _rows(url, statement)}
 
 
+def drops_by_day(url: str) -> dict[tuple[date, str], int]:
+    t = schema.drops
+    return {(day, reason): int(n) for day, reason, n in _rows(url, select(t))}
+
+
 def outbox_payloads(url: str) -> list[Any]:
     o = schema.outbox
     return [row.payload for row in _rows(url, select(o.c.payload).order_by(o.c.id))]
