@@ -28,6 +28,8 @@ from accoil_buffer.mappings import PRESETS, Mappings
 
 DEFAULT_DATABASE_URL = "sqlite:///accoil_buffer.db"
 MAX_IN_FLIGHT = 1000  # each is a task a pass starts, whether or not there is work for it
+ATTEMPTS_PER_PASS = 3  # tries of one message within a pass
+MAX_WAIT_IN_PASS_SECONDS = 2.0  # between them; a longer Retry-After ends the pass instead
 # A hundred years: a longer duration overflows the clocks and timeouts it is added to.
 _LONGEST = timedelta(days=36_500)
 _UNITS = frozenset({"seconds", "hours", "days"})
@@ -103,6 +105,17 @@ class Config:
             parts = urlsplit(self.endpoint)
             if parts.scheme not in {"http", "https"} or not parts.hostname:
                 raise ConfigError("endpoint must be a URL starting http:// or https://")
+        # A pass renews its claim as it records answers: the longest one message's tries can
+        # take must fit in the lease, or another flusher claims the rows and sends them too.
+        longest = ATTEMPTS_PER_PASS * self.request_timeout_seconds + MAX_WAIT_IN_PASS_SECONDS * (
+            ATTEMPTS_PER_PASS - 1
+        )
+        if self.claim_lease_seconds <= longest:
+            raise ConfigError(
+                f"claim_lease_seconds must be more than {longest:g}: {ATTEMPTS_PER_PASS} tries "
+                "of request_timeout_seconds and the waits between them, or another flusher "
+                "would send rows still being sent"
+            )
         if self.max_in_flight > MAX_IN_FLIGHT:
             raise ConfigError(f"max_in_flight must be at most {MAX_IN_FLIGHT}")
         for name in (

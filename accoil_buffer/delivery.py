@@ -31,6 +31,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 from tenacity.wait import wait_random_exponential
 
 from accoil_buffer.accoil_api import AccoilClient, Answer, Session, Verdict, run_coroutine
+from accoil_buffer.config import ATTEMPTS_PER_PASS, MAX_WAIT_IN_PASS_SECONDS
 from accoil_buffer.delivery_pass import Pass
 from accoil_buffer.delivery_rows import Row, row_to_send
 from accoil_buffer.errors import DeliveryFailed
@@ -48,8 +49,8 @@ class DeliverySettings:
     lease: timedelta = timedelta(minutes=1)
     base_backoff: timedelta = timedelta(seconds=1)
     max_backoff: timedelta = timedelta(minutes=5)
-    attempts_per_pass: int = 3
-    max_wait_in_pass: float = 2.0  # seconds; a longer Retry-After ends the pass instead
+    attempts_per_pass: int = ATTEMPTS_PER_PASS
+    max_wait_in_pass: float = MAX_WAIT_IN_PASS_SECONDS
 
     @property
     def rows_per_claim(self) -> int:

@@ -23,7 +23,7 @@ def fold(url: str, batch_size: int) -> None:
         buf.flush()
 
 
-def deliver(url: str, endpoint: str, lease: float = 1) -> None:
+def deliver(url: str, endpoint: str, lease: float = 5) -> None:
     """Deliver until nothing is pending (the crash drill kills this at random points)."""
     with Buffer(
         url,
@@ -32,6 +32,7 @@ def deliver(url: str, endpoint: str, lease: float = 1) -> None:
         start=False,
         max_in_flight=4,
         claim_lease_seconds=lease,
+        request_timeout_seconds=0.3,  # so that a lease of 5 s outlasts its tries
         max_backoff_seconds=0.2,
     ) as buf:
         print("delivering", flush=True)

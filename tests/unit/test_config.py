@@ -60,6 +60,11 @@ def test_defaults_are_a_local_file_and_a_loopback_port() -> None:
         ({"ACCOIL_BUFFER_SERVER_PORT": "70000"}, "server.port must be between"),
         ({"ACCOIL_BUFFER_SQLITE_SYNCHRONOUS": "sometimes"}, "sqlite_synchronous must be one of"),
         ({"ACCOIL_BUFFER_CONFIG": "/nonexistent.toml"}, "does not exist"),
+        (
+            {"ACCOIL_BUFFER_REQUEST_TIMEOUT_SECONDS": "30"},
+            "claim_lease_seconds must be more than 94: 3 tries of request_timeout_seconds",
+        ),
+        ({"ACCOIL_BUFFER_CLAIM_LEASE_SECONDS": "34"}, "claim_lease_seconds must be more than 34"),
     ],
 )
 def test_bad_values_name_the_key(environ: dict[str, str], words: str) -> None:
