@@ -321,15 +321,14 @@ def import_(config: Config, source: IO[bytes]) -> None:
     # A batch fits an empty outbox with room to spare, under each bound.
     most = min(IMPORT_BATCH, rows) if rows else IMPORT_BATCH
     most_bytes = size // 4 if size else sys.maxsize
-    stored = duplicates = filtered = rejected = unfolded = unfolded_bytes = 0
+    stored = duplicates = filtered = rejected = unfolded = unfolded_bytes = batch_bytes = 0
     stopped: str | None = None
     # Delivery off: the import's flushes only fold; sending is serve's and flush's work.
     with Buffer(config=dataclasses.replace(config, api_key=None), start=False) as buffer:
         batch: list[_Line] = []
 
         def ingest() -> None:
-            nonlocal stored, duplicates, filtered, rejected, unfolded, unfolded_bytes
-            batch_bytes = sum(line.size for line in batch)
+            nonlocal stored, duplicates, filtered, rejected, unfolded, unfolded_bytes, batch_bytes
             if (rows and unfolded + len(batch) > rows) or (
                 size and unfolded_bytes + batch_bytes > size // 2
             ):
@@ -348,18 +347,16 @@ def import_(config: Config, source: IO[bytes]) -> None:
                 click.echo(f"line {line.number}: {line.problem or rejection.error}", err=True)
             rejected += len(result.rejected)
             batch.clear()
+            batch_bytes = 0
 
         try:
-            batch_bytes = 0
             for line in _json_lines(source):
                 if batch and batch_bytes + line.size > most_bytes:
                     ingest()
-                    batch_bytes = 0
                 batch.append(line)
                 batch_bytes += line.size
                 if len(batch) >= most:
                     ingest()
-                    batch_bytes = 0
             if batch:
                 ingest()
         except BufferFull as exc:
